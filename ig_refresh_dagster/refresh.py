@@ -1,0 +1,244 @@
+"""The refresh job: one run per account partition, five steps an operator can see.
+
+load → fetch → upsert → cache → log. Transient failures (network, 5xx, store timeouts) are
+retried with exponential backoff and jitter; permanent ones fail at once with a readable
+reason; an exhausted Instagram budget asks Dagster to retry after the wait, so the run neither
+fails nor loses the event. Whatever ends the run, exactly one ``DataRefreshLog`` entry (keyed by
+run id) tells how.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pymongo.errors
+import redis
+from dagster import (
+    Backoff,
+    DynamicPartitionsDefinition,
+    Failure,
+    HookContext,
+    Jitter,
+    OpExecutionContext,
+    Output,
+    RetryPolicy,
+    RetryRequested,
+    define_asset_job,
+    failure_hook,
+    graph_asset,
+    in_process_executor,
+    op,
+)
+
+from ig_refresh_dagster.instagram.errors import (
+    AccountGone,
+    BudgetExhausted,
+    ScrapeBlocked,
+    TransientError,
+)
+from ig_refresh_dagster.instagram.fetcher import FetchOutcome
+from ig_refresh_dagster.resources import InstagramResource, MongoResource, RedisResource
+from ig_refresh_dagster.stores.accounts import AccountRecord, AccountUpdate
+
+instagram_accounts = DynamicPartitionsDefinition(name="instagram_accounts")
+
+TRANSIENT_RETRIES = RetryPolicy(
+    max_retries=4, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
+# An exhausted hourly budget can take up to an hour to return; wait through a day of that.
+BUDGET_WAITS = 24
+_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
+_TRANSIENT = (
+    TransientError,
+    pymongo.errors.ConnectionFailure,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextlib.contextmanager
+def _classified(step: str) -> Iterator[None]:
+    """Transient errors propagate for the RetryPolicy; everything else fails without retry."""
+    try:
+        yield
+    except (Failure, RetryRequested):
+        raise
+    except BudgetExhausted as exc:
+        raise RetryRequested(max_retries=BUDGET_WAITS, seconds_to_wait=exc.retry_after) from None
+    except ScrapeBlocked as exc:
+        raise RetryRequested(
+            max_retries=TRANSIENT_RETRIES.max_retries, seconds_to_wait=exc.retry_after
+        ) from None
+    except _TRANSIENT:
+        raise
+    except Exception as exc:
+        raise Failure(
+            description=f"{step}: {exc}",
+            metadata={"error_type": type(exc).__name__},
+            allow_retries=False,
+        ) from None
+
+
+@op(retry_policy=TRANSIENT_RETRIES)
+def load_account(context: OpExecutionContext, mongo: MongoResource) -> AccountRecord:
+    account_id = context.partition_key
+    if not _OBJECT_ID.fullmatch(account_id):
+        raise Failure(
+            description=f"partition key {account_id[:64]!r} is not a lower-case 24-hex ObjectId",
+            allow_retries=False,
+        )
+    with _classified("load account"):
+        mongo.refresh_log().start(context.run_id, account_id, _now())
+        account = mongo.accounts().load(account_id)
+    if account.username is None:
+        raise Failure(
+            description=f"Account {account_id} has neither `handle` nor `accountId`",
+            allow_retries=False,
+        )
+    context.log.info(f"Refreshing @{account.username} (Account {account_id})")
+    return account
+
+
+@op(retry_policy=TRANSIENT_RETRIES)
+def fetch_profile(
+    context: OpExecutionContext,
+    account: AccountRecord,
+    instagram: InstagramResource,
+    mongo: MongoResource,
+) -> FetchOutcome:
+    try:
+        with _classified("fetch profile"):
+            try:
+                outcome = instagram.fetcher().fetch(account.username or "")
+            except AccountGone:
+                mongo.accounts().mark_gone(account.id, _now())
+                raise
+    except RetryRequested as retry:
+        context.log.warning(f"Instagram budget or block: retrying in {retry.seconds_to_wait:.0f}s")
+        raise
+    for note in outcome.notes:
+        context.log.info(note)
+    return outcome
+
+
+@op(retry_policy=TRANSIENT_RETRIES)
+def upsert_account(
+    context: OpExecutionContext,
+    account: AccountRecord,
+    outcome: FetchOutcome,
+    mongo: MongoResource,
+) -> AccountUpdate:
+    with _classified("upsert account"):
+        update = mongo.accounts().apply_refresh(
+            account.id, outcome.profile.to_account_fields(), _now()
+        )
+    context.log.info(f"Changed fields: {', '.join(update.changed) or 'none'}")
+    return update
+
+
+@op(retry_policy=TRANSIENT_RETRIES)
+def refresh_cache(
+    context: OpExecutionContext,
+    account: AccountRecord,
+    update: AccountUpdate,
+    redis: RedisResource,
+) -> str:
+    if account.cache_id is None:
+        context.log.info("Account has no `accountId` field, so it has no cache entry")
+        return "no-cache-id"
+    with _classified("refresh cache"):
+        outcome = redis.cache().refresh(account.cache_id, update.after)
+    context.log.info(f"Cache entry: {outcome.value}")
+    return outcome.value
+
+
+@op(retry_policy=TRANSIENT_RETRIES)
+def write_refresh_log(
+    context: OpExecutionContext,
+    outcome: FetchOutcome,
+    update: AccountUpdate,
+    cache: str,
+    mongo: MongoResource,
+) -> Output[dict[str, Any]]:
+    profile = outcome.profile
+    with _classified("write refresh log"):
+        mongo.refresh_log().complete(
+            context.run_id, profile.source, update.before, update.after, _now(), outcome.notes
+        )
+    numbers = {
+        "followers": profile.followers_count,
+        "following": profile.follows_count,
+        "media_count": profile.media_count,
+        "engagement_rate": profile.engagement_rate,
+    }
+    summary = {
+        "username": profile.username,
+        "source": profile.source,
+        "method": profile.method,
+        "changed_fields": update.changed,
+        "cache": cache,
+        **numbers,
+    }
+    # Unknown numbers are left out rather than plotted as 0.
+    metadata = {k: v for k, v in numbers.items() if v is not None}
+    return Output(
+        summary,
+        metadata={
+            **metadata,
+            "source": profile.source,
+            "method": profile.method,
+            "changed_fields": ", ".join(update.changed) or "none",
+            "cache": cache,
+        },
+    )
+
+
+def _failure_text(context: HookContext) -> str:
+    exc = context.op_exception
+    if isinstance(exc, Failure):
+        return exc.description or "failed"
+    return f"{context.op.name}: {type(exc).__name__}: {exc}" if exc else f"{context.op.name} failed"
+
+
+@failure_hook(required_resource_keys={"mongo"})
+def record_refresh_failure(context: HookContext) -> None:
+    """Turns the run's log entry FAILED once a step has failed for good (not on retries)."""
+    run = context.instance.get_run_by_id(context.run_id)
+    account_id = run.tags.get("dagster/partition", "") if run else ""
+    if _OBJECT_ID.fullmatch(account_id):
+        context.resources.mongo.refresh_log().fail(
+            context.run_id, account_id, _failure_text(context), _now()
+        )
+
+
+@graph_asset(
+    key="instagram_profile",
+    partitions_def=instagram_accounts,
+    hooks={record_refresh_failure},
+    kinds={"instagram", "mongodb", "redis"},
+    group_name="instagram",
+    description="An Instagram creator profile, refreshed into Account, the cache and the log.",
+)
+def instagram_profile() -> Any:
+    account = load_account()
+    outcome = fetch_profile(account)
+    update = upsert_account(account, outcome)
+    cache = refresh_cache(account, update)
+    return write_refresh_log(outcome, update, cache)
+
+
+instagram_refresh_job = define_asset_job(
+    "instagram_refresh_job",
+    selection=[instagram_profile],
+    partitions_def=instagram_accounts,
+    executor_def=in_process_executor,
+    description="Refresh one Instagram account (one partition per account id).",
+)

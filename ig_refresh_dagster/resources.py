@@ -1,0 +1,164 @@
+"""Thin Dagster resources: each builds one store client from its configuration.
+
+The stores themselves (``stores/``, ``instagram/``) are plain Python; these classes exist so the
+Dagster UI shows where each one points and so tests can swap the configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
+
+from ig_refresh_dagster.dead_letters import DeadLetterPublisher
+from ig_refresh_dagster.events import DEFAULT_MAX_MESSAGE_BYTES
+from ig_refresh_dagster.instagram.fetcher import ProfileFetcher
+from ig_refresh_dagster.instagram.graph import GraphClient
+from ig_refresh_dagster.instagram.scrape import ProfileScraper
+from ig_refresh_dagster.stores.accounts import AccountStore
+from ig_refresh_dagster.stores.budget import HourlyBudget
+from ig_refresh_dagster.stores.cache import ProfileCache
+from ig_refresh_dagster.stores.fetch_memory import FetchMemory
+from ig_refresh_dagster.stores.mongo import open_client
+from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
+from ig_refresh_dagster.topic_reader import PollLimits, TopicReader
+
+GROUP_ID = "instagram-refresh-group"
+
+
+class NotConfigured(RuntimeError):
+    pass
+
+
+def _require(value: str | None, variable: str) -> str:
+    if not value:
+        raise NotConfigured(
+            f"{variable} is not set and no embedded stack provided it: start the stack with "
+            f"`make run` / `make demo`, or set {variable}"
+        )
+    return value
+
+
+class MongoResource(ConfigurableResource):
+    """MongoDB (pymongo) or the embedded litemongo store: ``Account`` and ``DataRefreshLog``."""
+
+    uri: str = Field(description="MONGODB_URI")
+    database: str = Field(default="ratecreator", description="MONGODB_DATABASE")
+    _client: Any = PrivateAttr(default=None)
+
+    def db(self) -> Any:
+        if self._client is None:
+            self._client = open_client(self.uri)
+        return self._client[self.database]
+
+    def accounts(self) -> AccountStore:
+        return AccountStore(self.db())
+
+    def refresh_log(self) -> RefreshLogStore:
+        return RefreshLogStore(self.db())
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+class RedisResource(ConfigurableResource):
+    """Redis: the app's profile cache and the fleet-wide Instagram budget."""
+
+    url: str | None = Field(default=None, description="REDIS_URL")
+    _client: redis.Redis | None = PrivateAttr(default=None)
+
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(
+                _require(self.url, "REDIS_URL"),
+                socket_timeout=3,
+                socket_connect_timeout=3,
+                health_check_interval=30,
+            )
+        return self._client
+
+    def cache(self) -> ProfileCache:
+        return ProfileCache(self.client())
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+class KafkaResource(ConfigurableResource):
+    """The refresh topic, its dead-letter topic, and how much one sensor tick may read."""
+
+    bootstrap_servers: str | None = Field(default=None, description="KAFKA_BOOTSTRAP_SERVERS")
+    topic: str = Field(default="data-refresh-instagram", description="INSTAGRAM_REFRESH_TOPIC")
+    dlq_topic: str = Field(
+        default="data-refresh-instagram.dlq", description="INSTAGRAM_REFRESH_DLQ_TOPIC"
+    )
+    group_id: str = GROUP_ID
+    max_messages_per_tick: int = 500
+    max_poll_seconds: float = 10.0
+    idle_poll_seconds: float = 0.5
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    def reader(self) -> TopicReader:
+        return TopicReader(
+            _require(self.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS"), self.topic, self.group_id
+        )
+
+    def dead_letters(self) -> DeadLetterPublisher:
+        return DeadLetterPublisher(
+            _require(self.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS"), self.dlq_topic
+        )
+
+    def limits(self) -> PollLimits:
+        return PollLimits(
+            max_messages=self.max_messages_per_tick,
+            max_seconds=self.max_poll_seconds,
+            idle_seconds=self.idle_poll_seconds,
+        )
+
+
+class InstagramResource(ConfigurableResource):
+    """Graph API Business Discovery first, public-page scraping second, both budgeted in Redis."""
+
+    redis: RedisResource
+    graph_api_url: str = Field(description="INSTAGRAM_GRAPH_API_URL")
+    web_url: str = Field(description="INSTAGRAM_WEB_URL")
+    access_token: str | None = Field(default=None, description="INSTAGRAM_ACCESS_TOKEN")
+    business_account_id: str | None = Field(
+        default=None, description="INSTAGRAM_BUSINESS_ACCOUNT_ID"
+    )
+    hourly_budget: int = Field(default=200, description="INSTAGRAM_HOURLY_BUDGET")
+    scrape_hourly_budget: int = Field(default=60, description="INSTAGRAM_SCRAPE_HOURLY_BUDGET")
+    media_limit: int = 12
+    usage_threshold_percent: float = 90.0
+    not_business_ttl_hours: int = 7 * 24
+    timeout_seconds: float = 10.0
+
+    def graph_budget(self) -> HourlyBudget:
+        return HourlyBudget(self.redis.client(), "graph", self.hourly_budget)
+
+    def scrape_budget(self) -> HourlyBudget:
+        return HourlyBudget(self.redis.client(), "scrape", self.scrape_hourly_budget)
+
+    def fetcher(self) -> ProfileFetcher:
+        graph = None
+        if self.access_token and self.business_account_id:
+            graph = GraphClient(
+                self.graph_api_url,
+                self.business_account_id,
+                self.access_token,
+                media_limit=self.media_limit,
+                timeout=self.timeout_seconds,
+            )
+        return ProfileFetcher(
+            graph,
+            ProfileScraper(self.web_url, timeout=self.timeout_seconds),
+            self.graph_budget(),
+            self.scrape_budget(),
+            FetchMemory(self.redis.client()),
+            usage_threshold_percent=self.usage_threshold_percent,
+            not_business_ttl_seconds=self.not_business_ttl_hours * 3600,
+        )

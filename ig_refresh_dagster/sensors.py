@@ -1,0 +1,87 @@
+"""The Kafka sensor: reads a bounded slice of the refresh topic each tick and launches runs.
+
+Offsets live in the sensor cursor, which the daemon stores together with the tick's run
+requests; a tick that raises is simply re-read by the next one. Run keys are
+``topic:partition:offset`` because Dagster skips a run key forever once used.
+"""
+
+from __future__ import annotations
+
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+
+from ig_refresh_dagster.refresh import instagram_accounts, instagram_refresh_job
+from ig_refresh_dagster.resources import KafkaResource
+from ig_refresh_dagster.tick_plan import PlannedRun, TickPlan, plan_tick
+from ig_refresh_dagster.topic_reader import TopicCursor
+
+TAG_PREFIX = "ig-refresh"
+
+
+def _run_request(run: PlannedRun) -> RunRequest:
+    tags = {
+        f"{TAG_PREFIX}/account-id": run.account_id,
+        f"{TAG_PREFIX}/scheduled-at": run.scheduled_at,
+        f"{TAG_PREFIX}/source-offset": run.run_key,
+    }
+    if run.coalesced:
+        tags[f"{TAG_PREFIX}/coalesced-events"] = str(len(run.coalesced))
+    return RunRequest(run_key=run.run_key, partition_key=run.account_id, tags=tags)
+
+
+def _log_plan(context: SensorEvaluationContext, plan: TickPlan, read: int) -> None:
+    for message, rejection in plan.dead_letters:
+        context.log.warning(
+            f"{message.source} → dead-letter ({rejection.reason.value}): {rejection.detail}"
+        )
+    for run in plan.runs:
+        if run.coalesced:
+            context.log.info(
+                f"{', '.join(run.coalesced)} coalesced into run {run.run_key} "
+                f"(same account {run.account_id})"
+            )
+    context.log.info(
+        f"read {read} messages: {len(plan.runs)} runs, {plan.coalesced_count} coalesced, "
+        f"{len(plan.dead_letters)} dead-lettered"
+    )
+
+
+@sensor(
+    job=instagram_refresh_job,
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=5,
+    description="Polls the Instagram refresh topic; one run per account per tick.",
+)
+def instagram_refresh_sensor(context: SensorEvaluationContext, kafka: KafkaResource) -> SensorResult:
+    cursor, cursor_note = TopicCursor.parse(context.cursor, kafka.topic)
+    if cursor_note:
+        context.log.warning(cursor_note)
+    with kafka.reader() as reader:
+        # The cursor we were handed is durable (the daemon saved it after the last good tick).
+        reader.commit(cursor)
+        polled = reader.poll(cursor, kafka.limits())
+    for note in polled.notes:
+        context.log.warning(note)
+    plan = plan_tick(polled.messages, kafka.max_message_bytes)
+    if plan.dead_letters:
+        kafka.dead_letters().publish(plan.dead_letters)
+    _log_plan(context, plan, len(polled.messages))
+
+    new_accounts = [
+        run.account_id
+        for run in plan.runs
+        if not context.instance.has_dynamic_partition(instagram_accounts.name, run.account_id)
+    ]
+    return SensorResult(
+        run_requests=[_run_request(run) for run in plan.runs],
+        cursor=polled.cursor.to_json(),
+        dynamic_partitions_requests=(
+            [instagram_accounts.build_add_request(new_accounts)] if new_accounts else []
+        ),
+        skip_reason=None if polled.messages else f"no new messages on {kafka.topic}",
+    )

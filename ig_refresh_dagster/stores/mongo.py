@@ -1,0 +1,40 @@
+"""One way to open the document store, whatever stands behind ``MONGODB_URI``.
+
+``mongodb://`` / ``mongodb+srv://`` open real MongoDB through pymongo; ``litemongo:///DIR`` opens
+the embedded single-writer-per-document store (pymongo API over SQLite files in DIR) that the dev
+stack and the tests use, because no MongoDB server can be installed here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import litemongo
+import pymongo
+
+LITEMONGO_SCHEME = "litemongo"
+
+
+def open_client(uri: str, timeout_ms: int = 5000) -> Any:
+    """A pymongo-compatible client; raises ValueError naming what is wrong with ``uri``."""
+    scheme = urlparse(uri).scheme
+    if scheme in ("mongodb", "mongodb+srv"):
+        return pymongo.MongoClient(
+            uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=True
+        )
+    if scheme == LITEMONGO_SCHEME:
+        path = Path(urlparse(uri).path)
+        if not path.is_absolute() or urlparse(uri).netloc:
+            raise ValueError("litemongo URI must be litemongo:///ABSOLUTE/DIR (three slashes)")
+        path.mkdir(parents=True, exist_ok=True)
+        return litemongo.connect(f"{LITEMONGO_SCHEME}://{path}")
+    raise ValueError(
+        f"MONGODB_URI scheme {scheme!r} is not supported: use mongodb://, mongodb+srv:// "
+        "or litemongo:///ABSOLUTE/DIR"
+    )
+
+
+def litemongo_uri(directory: Path) -> str:
+    return f"{LITEMONGO_SCHEME}://{directory.resolve()}"

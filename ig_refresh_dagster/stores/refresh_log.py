@@ -1,0 +1,80 @@
+"""``DataRefreshLog``: one entry per Dagster run, keyed by run id.
+
+Every write is an upsert on ``runId``, so op retries and a re-executed step land on the same
+entry instead of adding another one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from bson import ObjectId
+
+COLLECTION = "DataRefreshLog"
+PLATFORM = "INSTAGRAM"
+
+
+class RefreshLogStore:
+    def __init__(self, db: Any) -> None:
+        self._coll = db[COLLECTION]
+
+    def ensure_indexes(self) -> None:
+        self._coll.create_index("runId", unique=True)
+
+    def start(self, run_id: str, account_id: str, now: datetime) -> None:
+        self._coll.update_one(
+            {"runId": run_id},
+            {
+                "$setOnInsert": {
+                    "runId": run_id,
+                    "accountId": ObjectId(account_id),
+                    "platform": PLATFORM,
+                    "startedAt": now,
+                },
+                "$set": {"status": "IN_PROGRESS"},
+            },
+            upsert=True,
+        )
+
+    def complete(
+        self,
+        run_id: str,
+        source: Literal["graph", "scrape"],
+        before: dict[str, Any],
+        after: dict[str, Any],
+        now: datetime,
+        notes: list[str],
+    ) -> None:
+        self._coll.update_one(
+            {"runId": run_id},
+            {
+                "$set": {
+                    "status": "COMPLETED",
+                    "completedAt": now,
+                    "source": source,
+                    "dataSnapshot": {"before": before, "after": after},
+                    "notes": notes,
+                },
+                "$unset": {"error": ""},
+            },
+        )
+
+    def fail(self, run_id: str, account_id: str, error: str, now: datetime) -> None:
+        """Upsert, because a run can fail before its start entry was written."""
+        self._coll.update_one(
+            {"runId": run_id},
+            {
+                "$setOnInsert": {
+                    "runId": run_id,
+                    "accountId": ObjectId(account_id),
+                    "platform": PLATFORM,
+                    "startedAt": now,
+                },
+                "$set": {"status": "FAILED", "completedAt": now, "error": error},
+            },
+            upsert=True,
+        )
+
+    def for_run(self, run_id: str) -> dict[str, Any] | None:
+        return self._coll.find_one({"runId": run_id})

@@ -1,0 +1,167 @@
+"""Reads the refresh topic from offsets the sensor keeps in its cursor.
+
+``assign()`` rather than a consumer-group subscription: the sensor, not the group coordinator,
+owns the position, so a tick that raises re-reads exactly the same offsets, and no rebalance
+wait (half the session timeout on the embedded broker) slows a tick. The group is still told
+the offsets of the last *durable* cursor, so operators see lag in their usual tools.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from pydantic import BaseModel, ValidationError
+
+
+class TopicCursor(BaseModel):
+    """Next offset to read per partition; small enough to live in a Dagster sensor cursor."""
+
+    topic: str
+    offsets: dict[int, int] = {}
+
+    @classmethod
+    def parse(cls, raw: str | None, topic: str) -> tuple[TopicCursor, str | None]:
+        """The cursor, and a note when the stored one was unusable or for another topic."""
+        if not raw:
+            return cls(topic=topic), None
+        try:
+            cursor = cls.model_validate_json(raw)
+        except ValidationError:
+            return cls(topic=topic), f"cursor {raw[:100]!r} is unreadable; starting from earliest"
+        if cursor.topic != topic:
+            return cls(topic=topic), f"cursor was for topic {cursor.topic!r}; starting afresh"
+        return cursor, None
+
+    def to_json(self) -> str:
+        return json.dumps({"topic": self.topic, "offsets": dict(sorted(self.offsets.items()))})
+
+
+class ConsumedMessage(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = []
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+
+class PollLimits(BaseModel):
+    max_messages: int = 500
+    max_seconds: float = 10.0
+    idle_seconds: float = 0.5
+
+
+class PollResult(BaseModel):
+    messages: list[ConsumedMessage]
+    cursor: TopicCursor
+    notes: list[str]
+
+
+class TopicReader:
+    def __init__(self, bootstrap_servers: str, topic: str, group_id: str) -> None:
+        self.topic = topic
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                # An out-of-range cursor (the broker lost its log) is reported, not silently reset.
+                "auto.offset.reset": "error",
+                "socket.timeout.ms": 10000,
+            }
+        )
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> TopicReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def partitions(self, timeout: float = 5.0) -> list[int]:
+        metadata = self._consumer.list_topics(self.topic, timeout=timeout)
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None:
+            return []
+        return sorted(topic.partitions)
+
+    def commit(self, durable: TopicCursor) -> None:
+        """Tell the consumer group how far the durable cursor got (lag visibility only)."""
+        if durable.offsets:
+            self._consumer.commit(
+                offsets=[TopicPartition(self.topic, p, o) for p, o in durable.offsets.items()],
+                asynchronous=False,
+            )
+
+    def poll(self, cursor: TopicCursor, limits: PollLimits) -> PollResult:
+        notes: list[str] = []
+        offsets = dict(cursor.offsets)
+        partitions = self.partitions()
+        if not partitions:
+            return PollResult(messages=[], cursor=cursor, notes=[f"topic {self.topic} not found"])
+        for p in sorted(set(offsets) - set(partitions)):
+            notes.append(f"partition {p} is gone from {self.topic}; keeping its offset")
+        new = [p for p in partitions if p not in offsets]
+        if new and cursor.offsets:
+            notes.append(f"new partitions {new}: reading them from the earliest offset")
+        self._consumer.assign(
+            [TopicPartition(self.topic, p, offsets.get(p, OFFSET_BEGINNING)) for p in partitions]
+        )
+        messages: list[ConsumedMessage] = []
+        started = last_message = time.monotonic()
+        while len(messages) < limits.max_messages:
+            now = time.monotonic()
+            if now - started >= limits.max_seconds or now - last_message >= limits.idle_seconds:
+                break
+            batch = self._consumer.consume(
+                num_messages=limits.max_messages - len(messages),
+                timeout=min(limits.idle_seconds, limits.max_seconds - (now - started)),
+            )
+            for msg in batch:
+                if msg.error() is not None:
+                    self._handle_error(msg, offsets, notes)
+                    continue
+                last_message = time.monotonic()
+                offsets[msg.partition()] = msg.offset() + 1
+                messages.append(
+                    ConsumedMessage(
+                        topic=msg.topic(),
+                        partition=msg.partition(),
+                        offset=msg.offset(),
+                        key=msg.key(),
+                        value=msg.value(),
+                        headers=list(msg.headers() or []),
+                    )
+                )
+        self._consumer.unassign()
+        return PollResult(
+            messages=messages, cursor=TopicCursor(topic=self.topic, offsets=offsets), notes=notes
+        )
+
+    def _handle_error(self, msg, offsets: dict[int, int], notes: list[str]) -> None:
+        err: KafkaError = msg.error()
+        partition = msg.partition()
+        if err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE) and (
+            partition is not None and partition >= 0
+        ):
+            # Offsets went backwards (e.g. a memory-only broker restarted): say so and re-read
+            # the partition from its start rather than stalling on an offset that will never come.
+            notes.append(
+                f"partition {partition}: offset {offsets.get(partition)} is out of range "
+                "(broker log reset?); re-reading from the earliest offset"
+            )
+            offsets.pop(partition, None)
+            self._consumer.seek(TopicPartition(self.topic, partition, OFFSET_BEGINNING))
+            return
+        if err.fatal() or not err.retriable():
+            raise KafkaException(err)
+        notes.append(f"transient Kafka error: {err.str()}")

