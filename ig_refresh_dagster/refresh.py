@@ -7,7 +7,6 @@ fails nor loses the event. Whatever ends the run, exactly one ``DataRefreshLog``
 run id) tells how.
 """
 
-from __future__ import annotations
 
 import contextlib
 import re

@@ -5,7 +5,6 @@ requests; a tick that raises is simply re-read by the next one. Run keys are
 ``topic:partition:offset`` because Dagster skips a run key forever once used.
 """
 
-from __future__ import annotations
 
 from dagster import (
     DefaultSensorStatus,

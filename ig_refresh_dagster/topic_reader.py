@@ -8,10 +8,17 @@ the offsets of the last *durable* cursor, so operators see lag in their usual to
 
 from __future__ import annotations
 
-import json
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicCollection,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 from pydantic import BaseModel, ValidationError
 
 
@@ -20,6 +27,12 @@ class TopicCursor(BaseModel):
 
     topic: str
     offsets: dict[int, int] = {}
+    # Kafka's id of the topic the offsets belong to. A new id means the topic was recreated
+    # (or a memory-only broker restarted): the old offsets mean nothing there, and reusing
+    # ``topic:partition:offset`` run keys would make Dagster skip the new events forever, so
+    # each new incarnation bumps ``generation``, which becomes part of later run keys.
+    topic_id: str | None = None
+    generation: int = 0
 
     @classmethod
     def parse(cls, raw: str | None, topic: str) -> tuple[TopicCursor, str | None]:
@@ -35,7 +48,7 @@ class TopicCursor(BaseModel):
         return cursor, None
 
     def to_json(self) -> str:
-        return json.dumps({"topic": self.topic, "offsets": dict(sorted(self.offsets.items()))})
+        return self.model_copy(update={"offsets": dict(sorted(self.offsets.items()))}).model_dump_json()
 
 
 class ConsumedMessage(BaseModel):
@@ -45,16 +58,22 @@ class ConsumedMessage(BaseModel):
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]] = []
+    generation: int = 0
 
     @property
     def source(self) -> str:
-        return f"{self.topic}:{self.partition}:{self.offset}"
+        """The run key: ``topic:partition:offset`` (``topic@N:…`` after a topic was recreated)."""
+        topic = self.topic if self.generation == 0 else f"{self.topic}@{self.generation}"
+        return f"{topic}:{self.partition}:{self.offset}"
 
 
 class PollLimits(BaseModel):
     max_messages: int = 500
     max_seconds: float = 10.0
+    # Quiet time that ends a tick once messages flowed; before the first one the consumer may
+    # still be connecting, so an empty topic is declared only after ``first_message_seconds``.
     idle_seconds: float = 0.5
+    first_message_seconds: float = 3.0
 
 
 class PollResult(BaseModel):
@@ -66,6 +85,7 @@ class PollResult(BaseModel):
 class TopicReader:
     def __init__(self, bootstrap_servers: str, topic: str, group_id: str) -> None:
         self.topic = topic
+        self._admin = AdminClient({"bootstrap.servers": bootstrap_servers})
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap_servers,
@@ -87,12 +107,16 @@ class TopicReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def partitions(self, timeout: float = 5.0) -> list[int]:
-        metadata = self._consumer.list_topics(self.topic, timeout=timeout)
-        topic = metadata.topics.get(self.topic)
-        if topic is None or topic.error is not None:
-            return []
-        return sorted(topic.partitions)
+    def describe(self, timeout: float = 5.0) -> tuple[str | None, list[int]]:
+        """The topic's id and partitions; (None, []) when it does not exist (yet)."""
+        future = self._admin.describe_topics(TopicCollection([self.topic]))[self.topic]
+        try:
+            description = future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                return None, []
+            raise
+        return str(description.topic_id), sorted(p.id for p in description.partitions)
 
     def commit(self, durable: TopicCursor) -> None:
         """Tell the consumer group how far the durable cursor got (lag visibility only)."""
@@ -104,10 +128,16 @@ class TopicReader:
 
     def poll(self, cursor: TopicCursor, limits: PollLimits) -> PollResult:
         notes: list[str] = []
-        offsets = dict(cursor.offsets)
-        partitions = self.partitions()
+        topic_id, partitions = self.describe()
         if not partitions:
             return PollResult(messages=[], cursor=cursor, notes=[f"topic {self.topic} not found"])
+        if cursor.topic_id not in (None, topic_id):
+            notes.append(
+                f"topic {self.topic} was recreated (id {cursor.topic_id} -> {topic_id}); "
+                "re-reading every partition from the earliest offset"
+            )
+            cursor = TopicCursor(topic=self.topic, generation=cursor.generation + 1)
+        offsets = dict(cursor.offsets)
         for p in sorted(set(offsets) - set(partitions)):
             notes.append(f"partition {p} is gone from {self.topic}; keeping its offset")
         new = [p for p in partitions if p not in offsets]
@@ -120,7 +150,8 @@ class TopicReader:
         started = last_message = time.monotonic()
         while len(messages) < limits.max_messages:
             now = time.monotonic()
-            if now - started >= limits.max_seconds or now - last_message >= limits.idle_seconds:
+            quiet = limits.idle_seconds if messages else limits.first_message_seconds
+            if now - started >= limits.max_seconds or now - last_message >= quiet:
                 break
             batch = self._consumer.consume(
                 num_messages=limits.max_messages - len(messages),
@@ -140,12 +171,12 @@ class TopicReader:
                         key=msg.key(),
                         value=msg.value(),
                         headers=list(msg.headers() or []),
+                        generation=cursor.generation,
                     )
                 )
         self._consumer.unassign()
-        return PollResult(
-            messages=messages, cursor=TopicCursor(topic=self.topic, offsets=offsets), notes=notes
-        )
+        next_cursor = cursor.model_copy(update={"offsets": offsets, "topic_id": topic_id})
+        return PollResult(messages=messages, cursor=next_cursor, notes=notes)
 
     def _handle_error(self, msg, offsets: dict[int, int], notes: list[str]) -> None:
         err: KafkaError = msg.error()

