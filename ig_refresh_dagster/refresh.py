@@ -36,6 +36,7 @@ from dagster import (
 from ig_refresh_dagster.instagram.errors import (
     AccountGone,
     BudgetExhausted,
+    InstagramError,
     ScrapeBlocked,
     TransientError,
 )
@@ -117,8 +118,11 @@ def fetch_profile(
         with _classified("fetch profile"):
             try:
                 outcome = instagram.fetcher().fetch(account.username or "")
-            except AccountGone:
-                mongo.accounts().mark_gone(account.id, _now())
+            except InstagramError as exc:
+                for note in getattr(exc, "notes", []):
+                    context.log.info(note)
+                if isinstance(exc, AccountGone):
+                    mongo.accounts().mark_gone(account.id, _now())
                 raise
     except RetryRequested as retry:
         context.log.warning(f"Instagram budget or block: retrying in {retry.seconds_to_wait:.0f}s")
