@@ -7,7 +7,6 @@ fails nor loses the event. Whatever ends the run, exactly one ``DataRefreshLog``
 run id) tells how.
 """
 
-
 import contextlib
 import re
 from collections.abc import Iterator
@@ -65,18 +64,19 @@ def _now() -> datetime:
 
 
 @contextlib.contextmanager
-def _classified(step: str) -> Iterator[None]:
-    """Transient errors propagate for the RetryPolicy; everything else fails without retry."""
+def _classified(context: OpExecutionContext, step: str) -> Iterator[None]:
+    """Transient errors propagate for the RetryPolicy; waits on Instagram become a
+    RetryRequested after that wait; everything else fails without retry."""
     try:
         yield
     except (Failure, RetryRequested):
         raise
-    except BudgetExhausted as exc:
-        raise RetryRequested(max_retries=BUDGET_WAITS, seconds_to_wait=exc.retry_after) from None
-    except ScrapeBlocked as exc:
-        raise RetryRequested(
-            max_retries=TRANSIENT_RETRIES.max_retries, seconds_to_wait=exc.retry_after
-        ) from None
+    except (BudgetExhausted, ScrapeBlocked) as exc:
+        retries = (
+            BUDGET_WAITS if isinstance(exc, BudgetExhausted) else TRANSIENT_RETRIES.max_retries
+        )
+        context.log.warning(f"{step}: {exc.message}; retrying in {exc.retry_after:.0f}s")
+        raise RetryRequested(max_retries=retries, seconds_to_wait=exc.retry_after) from None
     except _TRANSIENT:
         raise
     except Exception as exc:
@@ -95,7 +95,7 @@ def load_account(context: OpExecutionContext, mongo: MongoResource) -> AccountRe
             description=f"partition key {account_id[:64]!r} is not a lower-case 24-hex ObjectId",
             allow_retries=False,
         )
-    with _classified("load account"):
+    with _classified(context, "load account"):
         mongo.refresh_log().start(context.run_id, account_id, _now())
         account = mongo.accounts().load(account_id)
     if account.username is None:
@@ -114,19 +114,15 @@ def fetch_profile(
     instagram: InstagramResource,
     mongo: MongoResource,
 ) -> FetchOutcome:
-    try:
-        with _classified("fetch profile"):
-            try:
-                outcome = instagram.fetcher().fetch(account.username or "")
-            except InstagramError as exc:
-                for note in getattr(exc, "notes", []):
-                    context.log.info(note)
-                if isinstance(exc, AccountGone):
-                    mongo.accounts().mark_gone(account.id, _now())
-                raise
-    except RetryRequested as retry:
-        context.log.warning(f"Instagram budget or block: retrying in {retry.seconds_to_wait:.0f}s")
-        raise
+    with _classified(context, "fetch profile"):
+        try:
+            outcome = instagram.fetcher().fetch(account.username or "")
+        except InstagramError as exc:
+            for note in getattr(exc, "notes", []):
+                context.log.info(note)
+            if isinstance(exc, AccountGone):
+                mongo.accounts().mark_gone(account.id, _now())
+            raise
     for note in outcome.notes:
         context.log.info(note)
     return outcome
@@ -139,7 +135,7 @@ def upsert_account(
     outcome: FetchOutcome,
     mongo: MongoResource,
 ) -> AccountUpdate:
-    with _classified("upsert account"):
+    with _classified(context, "upsert account"):
         update = mongo.accounts().apply_refresh(
             account.id, outcome.profile.to_account_fields(), _now()
         )
@@ -157,7 +153,7 @@ def refresh_cache(
     if account.cache_id is None:
         context.log.info("Account has no `accountId` field, so it has no cache entry")
         return "no-cache-id"
-    with _classified("refresh cache"):
+    with _classified(context, "refresh cache"):
         outcome = redis.cache().refresh(account.cache_id, update.after)
     context.log.info(f"Cache entry: {outcome.value}")
     return outcome.value
@@ -172,7 +168,7 @@ def write_refresh_log(
     mongo: MongoResource,
 ) -> Output[dict[str, Any]]:
     profile = outcome.profile
-    with _classified("write refresh log"):
+    with _classified(context, "write refresh log"):
         mongo.refresh_log().complete(
             context.run_id, profile.source, update.before, update.after, _now(), outcome.notes
         )

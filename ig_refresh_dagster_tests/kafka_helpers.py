@@ -34,4 +34,3 @@ def committed_offsets(bootstrap: str, topic: str, group: str, partitions: int) -
         return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
     finally:
         consumer.close()
-

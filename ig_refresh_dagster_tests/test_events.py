@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ig_refresh_dagster.events import RefreshEvent, RejectReason, Rejection, parse_event
+from ig_refresh_dagster.events import RefreshEvent, Rejection, RejectReason, parse_event
 from ig_refresh_dagster.tick_plan import plan_tick
 from ig_refresh_dagster.topic_reader import ConsumedMessage
 
@@ -39,7 +39,10 @@ def test_valid_event_is_parsed_with_canonical_account_id() -> None:
         (event(accountId=ID + "0"), RejectReason.INVALID_FIELDS),
         (event(accountId=12345), RejectReason.INVALID_FIELDS),
         (event(scheduledAt="yesterday"), RejectReason.INVALID_FIELDS),
-        (json.dumps({"accountId": ID, "platform": "INSTAGRAM"}).encode(), RejectReason.INVALID_FIELDS),
+        (
+            json.dumps({"accountId": ID, "platform": "INSTAGRAM"}).encode(),
+            RejectReason.INVALID_FIELDS,
+        ),
         (event(platform="TIKTOK"), RejectReason.UNSUPPORTED_PLATFORM),
         (event(platform=["INSTAGRAM"]), RejectReason.INVALID_FIELDS),
     ],

@@ -30,9 +30,9 @@ from ig_refresh_dagster_tests.refresh_helpers import (
     TOKEN,
     graph_body,
     graph_error,
+    job_resources,
     run_refresh,
     seed_account,
-    job_resources,
     web_profile_body,
 )
 

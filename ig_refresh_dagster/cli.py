@@ -1,0 +1,33 @@
+"""``ig-refresh``: the console script behind the README commands and the health sidecar."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ig_refresh_dagster.settings import data_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ig-refresh", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dev", help="embedded stack + Dagster UI (:3000) + daemon + health (:3053)")
+    demo = sub.add_parser("demo", help="process the demo queue, print a summary, exit")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for runs")
+    sub.add_parser("health", help="health sidecar (/health, /ready)", add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "health":
+        from ig_refresh_dagster.health import main as health_main
+
+        return health_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    from ig_refresh_dagster.devstack.demo import run_demo, run_dev
+
+    if args.command == "demo":
+        return run_demo(data_dir(), timeout=args.timeout)
+    return run_dev(data_dir())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
