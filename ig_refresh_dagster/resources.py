@@ -4,7 +4,6 @@ The stores themselves (``stores/``, ``instagram/``) are plain Python; these clas
 Dagster UI shows where each one points and so tests can swap the configuration.
 """
 
-
 from typing import Any
 
 import redis

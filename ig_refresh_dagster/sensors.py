@@ -5,7 +5,6 @@ requests; a tick that raises is simply re-read by the next one. Run keys are
 ``topic:partition:offset`` because Dagster skips a run key forever once used.
 """
 
-
 from dagster import (
     DefaultSensorStatus,
     RunRequest,
@@ -56,7 +55,9 @@ def _log_plan(context: SensorEvaluationContext, plan: TickPlan, read: int) -> No
     minimum_interval_seconds=5,
     description="Polls the Instagram refresh topic; one run per account per tick.",
 )
-def instagram_refresh_sensor(context: SensorEvaluationContext, kafka: KafkaResource) -> SensorResult:
+def instagram_refresh_sensor(
+    context: SensorEvaluationContext, kafka: KafkaResource
+) -> SensorResult:
     cursor, cursor_note = TopicCursor.parse(context.cursor, kafka.topic)
     if cursor_note:
         context.log.warning(cursor_note)

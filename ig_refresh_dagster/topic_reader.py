@@ -48,7 +48,9 @@ class TopicCursor(BaseModel):
         return cursor, None
 
     def to_json(self) -> str:
-        return self.model_copy(update={"offsets": dict(sorted(self.offsets.items()))}).model_dump_json()
+        return self.model_copy(
+            update={"offsets": dict(sorted(self.offsets.items()))}
+        ).model_dump_json()
 
 
 class ConsumedMessage(BaseModel):

@@ -132,4 +132,3 @@ def kafka_bootstrap(proc: ServiceProcess) -> str:
 
 def redis_url(proc: ServiceProcess) -> str:
     return f"redis://127.0.0.1:{proc.port}/0"
-
