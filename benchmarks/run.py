@@ -1,0 +1,164 @@
+"""Benchmarks on the embedded stack; each figure is printed beside a baseline from the same run.
+
+1. Sensor tick on a 1,000-event backlog vs. a bare confluent-kafka read of the same 1,000
+   messages (what the tick adds: parsing, planning, partition bookkeeping, cursor).
+2. One refresh end to end through the real daemon (publish → run SUCCESS) vs. the same refresh
+   with ``execute_in_process`` (what queueing, launching and the run process add).
+
+Run with ``make bench``. Nothing here is asserted; the numbers go into issue notes.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, build_sensor_context
+
+from ig_refresh_dagster.devstack.demo import WORKSPACE
+from ig_refresh_dagster.devstack.seed import (
+    DemoEvent,
+    demo_accounts,
+    ensure_topics,
+    publish,
+    seed_accounts,
+)
+from ig_refresh_dagster.devstack.stack import embedded_stack, venv_bin
+from ig_refresh_dagster.refresh import instagram_accounts
+from ig_refresh_dagster.resources import KafkaResource
+from ig_refresh_dagster.sensors import instagram_refresh_sensor
+from ig_refresh_dagster.stores.mongo import open_client
+
+BACKLOG = 1000
+REPEATS = 3
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = REPEATS) -> float:
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def event(account_id: str) -> bytes:
+    return (
+        f'{{"accountId": "{account_id}", "platform": "INSTAGRAM", '
+        f'"scheduledAt": "2026-11-29T00:00:00Z"}}'
+    ).encode()
+
+
+def bare_read(bootstrap: str, topic: str, partitions: int) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-bare"})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    read = 0
+    while read < BACKLOG:
+        read += sum(1 for m in consumer.consume(BACKLOG, 1.0) if not m.error())
+    consumer.close()
+    return read
+
+
+def sensor_tick(instance: DagsterInstance, kafka: KafkaResource) -> int:
+    context = build_sensor_context(instance=instance, resources={"kafka": kafka})
+    result = instagram_refresh_sensor(context)
+    assert len(result.run_requests) == BACKLOG, len(result.run_requests)
+    return len(result.run_requests)
+
+
+def bench_sensor(bootstrap: str, home: Path) -> tuple[float, float]:
+    topic = "bench-backlog"
+    ensure_topics(bootstrap, {topic: 3, f"{topic}.dlq": 1})
+    ids = [f"{i:024x}" for i in range(1, BACKLOG + 1)]
+    publish(bootstrap, topic, [DemoEvent(label=i, value=event(i), account_id=i) for i in ids])
+    kafka = KafkaResource(
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        dlq_topic=f"{topic}.dlq",
+        max_messages_per_tick=BACKLOG,
+    )
+    baseline = median_seconds(lambda: bare_read(bootstrap, topic, 3))
+    instance = DagsterInstance.from_config(str(home))
+    tick = median_seconds(lambda: sensor_tick(instance, kafka))
+    instance.dispose()
+    return baseline, tick
+
+
+def bench_refresh(stack, account_id: str) -> tuple[float, float, float]:
+    from ig_refresh_dagster.definitions import defs
+
+    job = defs.resolve_job_def("instagram_refresh_job")
+    home = stack.dagster_home
+    instance = DagsterInstance.from_config(str(home))
+    instance.add_dynamic_partitions(instagram_accounts.name, [account_id])
+    in_process = median_seconds(
+        lambda: job.execute_in_process(partition_key=account_id, instance=instance)
+    )
+    topic = stack.env.get("INSTAGRAM_REFRESH_TOPIC", "data-refresh-instagram")
+    stack.launch("dagster-daemon", [venv_bin("dagster-daemon"), "run", "-w", WORKSPACE])
+    end_to_end, in_run = [], []
+    for i in range(REPEATS):
+        before = {r.run_id for r in instance.get_runs(RunsFilter(job_name=job.name))}
+        published = time.perf_counter()
+        publish(
+            stack.env["KAFKA_BOOTSTRAP_SERVERS"],
+            topic,
+            [DemoEvent(label=str(i), value=event(account_id))],
+        )
+        while True:
+            new = [
+                r
+                for r in instance.get_runs(RunsFilter(job_name=job.name))
+                if r.run_id not in before
+            ]
+            if new and new[0].status == DagsterRunStatus.SUCCESS:
+                end_to_end.append(time.perf_counter() - published)
+                stats = instance.get_run_stats(new[0].run_id)
+                in_run.append(stats.end_time - stats.start_time)
+                break
+            if new and new[0].status == DagsterRunStatus.FAILURE:
+                raise RuntimeError(f"benchmark run failed: {new[0].run_id}")
+            time.sleep(0.1)
+    instance.dispose()
+    return in_process, statistics.median(end_to_end), statistics.median(in_run)
+
+
+def main() -> None:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        embedded_stack(Path(tmp), Path(tmp) / "home") as stack,
+    ):
+        # This process runs the in-process baseline, so it reads the stack like the daemon does.
+        os.environ.update(stack.env)
+        account = next(a for a in demo_accounts() if a.expected == "graph")
+        client = open_client(stack.env["MONGODB_URI"])
+        seed_accounts(
+            client["ratecreator"], redis.Redis.from_url(stack.env["REDIS_URL"]), [account]
+        )
+        client.close()
+        ensure_topics(
+            stack.env["KAFKA_BOOTSTRAP_SERVERS"],
+            {"data-refresh-instagram": 3, "data-refresh-instagram.dlq": 1},
+        )
+        baseline, tick = bench_sensor(stack.env["KAFKA_BOOTSTRAP_SERVERS"], stack.dagster_home)
+        in_process, e2e, in_run = bench_refresh(stack, account.account_id)
+    rows = [
+        ("bare confluent-kafka read of 1,000 messages (baseline)", baseline, baseline),
+        ("sensor tick on a 1,000-event backlog", tick, baseline),
+        ("one refresh, execute_in_process (baseline)", in_process, in_process),
+        ("one refresh, run start → end inside the daemon run", in_run, in_process),
+        ("one refresh, Kafka publish → run SUCCESS (daemon)", e2e, in_process),
+    ]
+    print(f"{'measure':54} {'seconds':>8} {'× baseline':>11}")
+    for label, seconds, base in rows:
+        print(f"{label:54} {seconds:8.3f} {seconds / base:11.1f}")
+
+
+if __name__ == "__main__":
+    main()
