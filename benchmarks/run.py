@@ -155,7 +155,7 @@ def main() -> None:
         ("one refresh, run start → end inside the daemon run", in_run, in_process),
         ("one refresh, Kafka publish → run SUCCESS (daemon)", e2e, in_process),
     ]
-    print(f"{'measure':54} {'seconds':>8} {'× baseline':>11}")
+    print(f"{'measure':54} {'seconds':>8} {'x baseline':>11}")
     for label, seconds, base in rows:
         print(f"{label:54} {seconds:8.3f} {seconds / base:11.1f}")
 
