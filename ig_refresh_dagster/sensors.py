@@ -72,16 +72,14 @@ def instagram_refresh_sensor(
         kafka.dead_letters().publish(plan.dead_letters)
     _log_plan(context, plan, len(polled.messages))
 
-    new_accounts = [
-        run.account_id
-        for run in plan.runs
-        if not context.instance.has_dynamic_partition(instagram_accounts.name, run.account_id)
-    ]
+    # One key per account (runs are already per account): duplicate keys in one request raise.
+    # Keys that already exist are skipped by the daemon itself, which checks each one anyway.
+    accounts = [run.account_id for run in plan.runs]
     return SensorResult(
         run_requests=[_run_request(run) for run in plan.runs],
         cursor=polled.cursor.to_json(),
         dynamic_partitions_requests=(
-            [instagram_accounts.build_add_request(new_accounts)] if new_accounts else []
+            [instagram_accounts.build_add_request(accounts)] if accounts else []
         ),
         skip_reason=None if polled.messages else f"no new messages on {kafka.topic}",
     )

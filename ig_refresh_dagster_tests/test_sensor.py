@@ -128,15 +128,16 @@ def test_events_for_one_account_in_one_tick_coalesce(
     assert requests[a].tags["ig-refresh/account-id"] == a
 
 
-def test_known_accounts_are_not_re_added_as_partitions(
+def test_each_account_is_requested_as_a_partition_once_per_tick(
     topics: Topics, instance: DagsterInstance
 ) -> None:
     a, b = account_ids(2)
     instance.add_dynamic_partitions(instagram_accounts.name, [a])
-    topics.publish([refresh_event(a), refresh_event(b)])
+    topics.publish([refresh_event(a), refresh_event(b), refresh_event(a)])
     result = tick(instance, kafka(topics), None)
     (request,) = result.dynamic_partitions_requests
-    assert list(request.partition_keys) == [b]
+    assert sorted(request.partition_keys) == [a, b]
+    assert sorted(instance.get_dynamic_partitions(instagram_accounts.name)) == [a, b]
 
 
 def test_group_offsets_follow_only_the_durable_cursor(
