@@ -1,0 +1,349 @@
+"""Anonymous reads of public profiles, for accounts Graph cannot see.
+
+Stage 1 asks the JSON endpoint the web app itself uses (``/api/v1/users/web_profile_info/``
+with the web app's ``x-ig-app-id``), which has exact counts and recent posts. Instagram often
+refuses it to clients it does not recognise (401/403, a login redirect, an HTML body, or a 400
+for some business accounts), so stage 2 reads the public profile page's Open Graph tags, whose
+counts are rounded and localised. Redirects are never followed to the login, challenge or
+consent pages: landing there means we are blocked, and saying so is the useful answer.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import lxml.html
+import requests
+from lxml import etree
+
+from ig_refresh_dagster.instagram.counts import parse_profile_description
+from ig_refresh_dagster.instagram.errors import (
+    AccountGone,
+    InstagramError,
+    ScrapeBlocked,
+    TransientError,
+)
+from ig_refresh_dagster.instagram.models import InstagramProfile, RecentMedia
+from ig_refresh_dagster.instagram.usernames import validate_username
+
+IG_APP_ID = "936619743392459"
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+# Without a Retry-After: rate blocks ("Please wait a few minutes", 429) lift in minutes; a login
+# wall, challenge or consent page means this client is not trusted, which lasts longer.
+RATE_BLOCK_WAIT_SECONDS = 900.0
+WALL_WAIT_SECONDS = 3600.0
+MAX_REDIRECTS = 3
+_WALL_PATHS = ("/accounts/login", "/challenge", "/consent", "/accounts/suspended")
+_PLEASE_WAIT = "please wait a few minutes"
+_MEDIA_TYPES = {"GraphImage": "IMAGE", "GraphVideo": "VIDEO", "GraphSidecar": "CAROUSEL_ALBUM"}
+_PRODUCT_TYPES = {"feed": "FEED", "clips": "REELS"}
+
+
+class _Inconclusive(Exception):
+    """Stage 1 could not answer; stage 2 may."""
+
+
+def _dig(node: Any, *path: str | int) -> Any:
+    for key in path:
+        if isinstance(key, int):
+            node = node[key] if isinstance(node, list) and len(node) > key else None
+        else:
+            node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _count(node: Any, *path: str) -> int | None:
+    value = _dig(node, *path)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _retry_after(response: requests.Response, default: float) -> float:
+    try:
+        seconds = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return default
+    return seconds if seconds > 0 else default
+
+
+def _is_wall(url: str) -> bool:
+    path = urlsplit(url).path.lower()
+    return any(path.startswith(p) for p in _WALL_PATHS)
+
+
+class ProfileScraper:
+    def __init__(
+        self,
+        web_url: str = "https://www.instagram.com",
+        timeout: float = 10.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.web_url = web_url.rstrip("/")
+        self.timeout = timeout
+        self._session = session or requests.Session()
+        self._host = urlsplit(self.web_url).netloc
+
+    def fetch(self, username: str) -> InstagramProfile:
+        name = validate_username(username)
+        try:
+            return self._from_json(name)
+        except _Inconclusive:
+            return self._from_html(name)
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _get(self, url: str, headers: dict[str, str], name: str) -> requests.Response:
+        """GET following same-site redirects by hand, stopping at walls."""
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._send(url, headers, name)
+            if isinstance(response, InstagramError):
+                raise response
+            if not response.is_redirect:
+                return response
+            target = urljoin(url, response.headers["Location"])
+            if _is_wall(target):
+                raise ScrapeBlocked(
+                    f"Instagram redirected the request for @{name} to {urlsplit(target).path} "
+                    "(login/challenge wall)",
+                    retry_after=_retry_after(response, WALL_WAIT_SECONDS),
+                    reason="scrape_login_wall",
+                )
+            if urlsplit(target).netloc != self._host:
+                raise TransientError(
+                    f"Instagram redirected the request for @{name} off-site to "
+                    f"{urlsplit(target).netloc}",
+                    reason="scrape_unexpected_redirect",
+                )
+            url = target
+        raise TransientError(
+            f"more than {MAX_REDIRECTS} redirects for @{name}", reason="scrape_redirect_loop"
+        )
+
+    def _send(
+        self, url: str, headers: dict[str, str], name: str
+    ) -> requests.Response | InstagramError:
+        try:
+            return self._session.get(
+                url,
+                headers={"User-Agent": USER_AGENT, "Accept-Language": "en-US,en;q=0.9", **headers},
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            return TransientError(
+                f"request for @{name} timed out after {self.timeout}s", reason="scrape_timeout"
+            )
+        except requests.RequestException as exc:
+            return TransientError(
+                f"request for @{name} failed: {type(exc).__name__}", reason="scrape_network"
+            )
+
+    def _raise_for_block_or_outage(self, response: requests.Response, name: str) -> None:
+        if response.status_code == 429:
+            raise ScrapeBlocked(
+                f"Instagram answered 429 Too Many Requests for @{name}",
+                retry_after=_retry_after(response, RATE_BLOCK_WAIT_SECONDS),
+                reason="scrape_rate_limited",
+            )
+        if response.status_code >= 500:
+            raise TransientError(
+                f"Instagram answered HTTP {response.status_code} for @{name}",
+                reason="scrape_server_error",
+            )
+
+    def _please_wait(self, response: requests.Response, name: str) -> ScrapeBlocked:
+        return ScrapeBlocked(
+            f'Instagram answered "Please wait a few minutes" for @{name}',
+            retry_after=_retry_after(response, RATE_BLOCK_WAIT_SECONDS),
+            reason="scrape_please_wait",
+        )
+
+    # -- stage 1: JSON ------------------------------------------------------------------------
+
+    def _from_json(self, name: str) -> InstagramProfile:
+        try:
+            response = self._get(
+                f"{self.web_url}/api/v1/users/web_profile_info/?username={name}",
+                {"x-ig-app-id": IG_APP_ID, "X-Requested-With": "XMLHttpRequest", "Accept": "*/*"},
+                name,
+            )
+        except ScrapeBlocked as exc:
+            # The JSON endpoint is walled off far more often than the page: ask the page.
+            if exc.reason == "scrape_login_wall":
+                raise _Inconclusive from None
+            raise
+        self._raise_for_block_or_outage(response, name)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise _Inconclusive
+        message = body.get("message")
+        if isinstance(message, str) and _PLEASE_WAIT in message.lower():
+            raise self._please_wait(response, name)
+        data = body.get("data")
+        user = data.get("user") if isinstance(data, dict) else None
+        if response.status_code != 200 or not isinstance(user, dict):
+            raise _Inconclusive
+        return self._profile_from_user(name, user)
+
+    def _profile_from_user(self, name: str, user: dict[str, Any]) -> InstagramProfile:
+        edges = _dig(user, "edge_owner_to_timeline_media", "edges")
+        media = [
+            self._media(edge["node"])
+            for edge in (edges if isinstance(edges, list) else [])
+            if isinstance(edge, dict)
+            and isinstance(edge.get("node"), dict)
+            and edge["node"].get("id") is not None
+        ]
+        return InstagramProfile(
+            username=name,
+            id=str(user["id"]) if user.get("id") is not None else None,
+            name=_text(user.get("full_name")) or None,
+            biography=_text(user.get("biography")),
+            profile_picture_url=_text(user.get("profile_pic_url_hd"))
+            or _text(user.get("profile_pic_url")),
+            followers_count=_count(user, "edge_followed_by", "count"),
+            follows_count=_count(user, "edge_follow", "count"),
+            media_count=_count(user, "edge_owner_to_timeline_media", "count"),
+            website=_text(user.get("external_url")) or None,
+            is_verified=user.get("is_verified")
+            if isinstance(user.get("is_verified"), bool)
+            else None,
+            is_business_account=user.get("is_business_account")
+            if isinstance(user.get("is_business_account"), bool)
+            else None,
+            source="scrape",
+            method="web_profile_json",
+            fetched_at=datetime.now(UTC),
+            recent_media=media,
+        )
+
+    def _media(self, node: dict[str, Any]) -> RecentMedia:
+        shortcode = _text(node.get("shortcode"))
+        taken_at = node.get("taken_at_timestamp")
+        likes = _count(node, "edge_liked_by", "count")
+        return RecentMedia(
+            id=str(node["id"]),
+            caption=_text(_dig(node, "edge_media_to_caption", "edges", 0, "node", "text")),
+            like_count=likes
+            if likes is not None
+            else _count(node, "edge_media_preview_like", "count"),
+            comments_count=_count(node, "edge_media_to_comment", "count"),
+            media_type=_MEDIA_TYPES.get(str(node.get("__typename"))),
+            media_product_type=_PRODUCT_TYPES.get(str(node.get("product_type"))),
+            permalink=f"{self.web_url}/p/{shortcode}/" if shortcode else None,
+            timestamp=datetime.fromtimestamp(taken_at, UTC)
+            if isinstance(taken_at, int) and not isinstance(taken_at, bool)
+            else None,
+        )
+
+    # -- stage 2: HTML ------------------------------------------------------------------------
+
+    def _from_html(self, name: str) -> InstagramProfile:
+        response = self._get(
+            f"{self.web_url}/{name}/",
+            {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"},
+            name,
+        )
+        if response.status_code == 404:
+            raise AccountGone(
+                f"Instagram has no public profile @{name} (HTTP 404)", reason="account_gone"
+            )
+        self._raise_for_block_or_outage(response, name)
+        if response.status_code in (401, 403):
+            raise ScrapeBlocked(
+                f"Instagram refused the profile page of @{name} (HTTP {response.status_code})",
+                retry_after=_retry_after(response, WALL_WAIT_SECONDS),
+                reason="scrape_forbidden",
+            )
+        if response.status_code != 200:
+            raise TransientError(
+                f"Instagram answered HTTP {response.status_code} for the profile page of @{name}",
+                reason="scrape_unexpected_status",
+            )
+        try:
+            page = lxml.html.fromstring(response.content)
+        except (etree.ParserError, ValueError):
+            raise TransientError(
+                f"the profile page of @{name} is empty or not HTML", reason="scrape_unreadable"
+            ) from None
+        og = {
+            prop: page.xpath("string(//meta[@property=$p][1]/@content)", p=prop).strip() or None
+            for prop in ("og:title", "og:description", "og:image", "og:url")
+        }
+        canonical = page.xpath("string(//link[@rel='canonical'][1]/@href)").strip()
+        if any(_is_wall(u) for u in (og["og:url"], canonical) if u):
+            raise ScrapeBlocked(
+                f"Instagram served a login/consent page instead of @{name}",
+                retry_after=WALL_WAIT_SECONDS,
+                reason="scrape_login_wall",
+            )
+        if og["og:description"] is None and og["og:title"] is None:
+            raise self._blank_page(response, page, name)
+        counts = parse_profile_description(og["og:description"] or "")
+        return InstagramProfile(
+            username=name,
+            name=_name_from_title(og["og:title"], name),
+            profile_picture_url=og["og:image"],
+            followers_count=counts.followers,
+            follows_count=counts.following,
+            media_count=counts.posts,
+            is_verified=_verified(page),
+            source="scrape",
+            method="profile_html",
+            fetched_at=datetime.now(UTC),
+        )
+
+    def _blank_page(
+        self, response: requests.Response, page: lxml.html.HtmlElement, name: str
+    ) -> InstagramError:
+        """A 200 page without profile tags: a block page, a login form, or something new."""
+        if _PLEASE_WAIT in page.text_content().lower():
+            return self._please_wait(response, name)
+        if page.xpath("//input[@name='password']"):
+            return ScrapeBlocked(
+                f"Instagram served a login form instead of @{name}",
+                retry_after=WALL_WAIT_SECONDS,
+                reason="scrape_login_wall",
+            )
+        return TransientError(
+            f"the profile page of @{name} has no profile data (no og:title/og:description)",
+            reason="scrape_unrecognised_page",
+        )
+
+
+def _name_from_title(title: str | None, username: str) -> str | None:
+    """'Full Name (@user) • Instagram photos and videos' -> 'Full Name'. Titles of accounts
+    without a display name start with '@user', which gives None."""
+    if not title:
+        return None
+    found = re.search(re.escape(f"(@{username})"), title, re.IGNORECASE)
+    if found is None:
+        return None
+    return title[: found.start()].strip() or None
+
+
+def _verified(page: lxml.html.HtmlElement) -> bool | None:
+    """True/False only when the embedded page data says so unambiguously: other users' flags
+    (suggested accounts) can be embedded too, so mixed answers mean unknown."""
+    seen: set[bool] = set()
+    for script in page.xpath("//script/text()"):
+        compact = "".join(str(script).split())
+        if '"is_verified":true' in compact:
+            seen.add(True)
+        if '"is_verified":false' in compact:
+            seen.add(False)
+    return seen.pop() if len(seen) == 1 else None

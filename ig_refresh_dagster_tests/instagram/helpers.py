@@ -1,0 +1,88 @@
+"""Shared pieces for the Instagram tests: the fixture corpus and a real local HTTP server
+(pytest-httpserver) answering as Graph and instagram.com would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from ig_refresh_dagster.devstack.instagram_standin import response_from_spec
+from ig_refresh_dagster.instagram import GraphClient, InstagramProfile, ProfileScraper
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BUSINESS_ID = "17841400000000001"
+GRAPH_VERSION = "v21.0"
+GRAPH_PATH = f"/{GRAPH_VERSION}/{BUSINESS_ID}"
+JSON_PATH = "/api/v1/users/web_profile_info/"
+TOKEN = "test-token-5f2a"
+
+
+def load_case(kind: str, name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / kind / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def case_params(kind: str) -> list[Any]:
+    return [
+        pytest.param(load_case(kind, path.stem), id=path.stem)
+        for path in sorted((FIXTURES / kind).glob("*.json"))
+    ]
+
+
+def serve(
+    server: HTTPServer,
+    path: str,
+    spec: dict[str, Any],
+    kind: str,
+    query_string: str | None = None,
+) -> None:
+    server.expect_request(path, method="GET", query_string=query_string).respond_with_response(
+        response_from_spec(spec, FIXTURES / kind)
+    )
+
+
+def serve_scrape(server: HTTPServer, case: dict[str, Any]) -> None:
+    """Register a scrape case's routes; extra (redirect target) routes first, since handlers
+    match in registration order and the profile route accepts any query string."""
+    username = case["username"]
+    for target, spec in case.get("extra_routes", {}).items():
+        path, _, query = target.partition("?")
+        serve(server, path, spec, "scrape", query_string=query)
+    if case.get("json_response") is not None:
+        serve(server, JSON_PATH, case["json_response"], "scrape", f"username={username}")
+    if case.get("html_response") is not None:
+        serve(server, f"/{username}/", case["html_response"], "scrape")
+
+
+def requested_kinds(server: HTTPServer) -> list[str]:
+    kinds = []
+    for request, _ in server.log:
+        if request.path == GRAPH_PATH:
+            kinds.append("graph")
+        elif request.path == JSON_PATH:
+            kinds.append("json")
+        else:
+            kinds.append("html")
+    return kinds
+
+
+def graph_client(server: HTTPServer, token: str = TOKEN, timeout: float = 5.0) -> GraphClient:
+    return GraphClient(server.url_for(f"/{GRAPH_VERSION}"), BUSINESS_ID, token, timeout=timeout)
+
+
+def scraper(server: HTTPServer) -> ProfileScraper:
+    return ProfileScraper(server.url_for("").rstrip("/"), timeout=5.0)
+
+
+def check_profile(profile: InstagramProfile, expected: dict[str, Any]) -> None:
+    dumped = profile.model_dump()
+    for key, value in expected.items():
+        if key == "recent_media_count":
+            assert len(profile.recent_media) == value
+        elif key == "engagement_rate" and value is not None:
+            assert profile.engagement_rate == pytest.approx(value, abs=1e-4)
+        else:
+            assert dumped[key] == value, key

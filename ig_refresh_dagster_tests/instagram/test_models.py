@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from ig_refresh_dagster.instagram import InstagramProfile, RecentMedia
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def _profile(**kw: object) -> InstagramProfile:
+    base: dict[str, object] = {
+        "username": "acme.studio",
+        "source": "graph",
+        "method": "business_discovery",
+        "fetched_at": NOW,
+    }
+    base.update(kw)
+    return InstagramProfile(**base)  # type: ignore[arg-type]
+
+
+def test_engagement_rate_mean_over_media_with_both_counts() -> None:
+    media = [
+        RecentMedia(id="1", like_count=90, comments_count=10),
+        RecentMedia(id="2", like_count=40, comments_count=10),
+        RecentMedia(id="3", like_count=None, comments_count=5),
+        RecentMedia(id="4", like_count=500, comments_count=None),
+    ]
+    assert _profile(followers_count=1000, recent_media=media).engagement_rate == 0.075
+
+
+def test_engagement_rate_unknown_cases() -> None:
+    media = [RecentMedia(id="1", like_count=9, comments_count=1)]
+    assert _profile(followers_count=None, recent_media=media).engagement_rate is None
+    assert _profile(followers_count=0, recent_media=media).engagement_rate is None
+    assert _profile(followers_count=100).engagement_rate is None
+    only_partial = [RecentMedia(id="1", like_count=None, comments_count=3)]
+    assert _profile(followers_count=100, recent_media=only_partial).engagement_rate is None
+    zero = [RecentMedia(id="1", like_count=0, comments_count=0)]
+    assert _profile(followers_count=100, recent_media=zero).engagement_rate == 0.0
+
+
+def test_fetched_at_is_utc() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    profile = _profile(fetched_at=datetime(2026, 11, 28, 14, 0, tzinfo=plus_two))
+    assert profile.fetched_at == NOW and profile.fetched_at.utcoffset() == timedelta(0)
+    naive = _profile(fetched_at=datetime(2026, 11, 28, 12, 0))
+    assert naive.fetched_at == NOW
+
+
+def test_account_fields_full() -> None:
+    profile = _profile(
+        name="Acme Studio",
+        biography="Posters",
+        profile_picture_url="https://img/acme.jpg",
+        followers_count=1000,
+        follows_count=10,
+        media_count=5,
+        website="https://acme.example",
+        is_verified=False,
+        is_business_account=True,
+        recent_media=[
+            RecentMedia(id="1", like_count=40, comments_count=10, timestamp=NOW, caption="c")
+        ],
+    )
+    fields = profile.to_account_fields()
+    assert fields["name"] == "Acme Studio"
+    assert fields["description"] == "Posters"
+    assert fields["followerCount"] == 1000
+    assert fields["imageUrl"] == "https://img/acme.jpg"
+    data = fields["instagramData"]
+    assert data == {
+        "name": "Acme Studio",
+        "username": "acme.studio",
+        "description": "Posters",
+        "followers": 1000,
+        "following": 10,
+        "mediaCount": 5,
+        "profileImage": "https://img/acme.jpg",
+        "externalUrl": "https://acme.example",
+        "isBusinessAccount": True,
+        "isVerified": False,
+        "engagementRate": 0.05,
+        "recentMedia": [
+            {"id": "1", "caption": "c", "likeCount": 40, "commentsCount": 10, "timestamp": NOW}
+        ],
+        "source": "graph",
+        "method": "business_discovery",
+        "fetchedAt": NOW,
+    }
+
+
+def test_account_fields_omit_unknowns() -> None:
+    fields = _profile(source="scrape", method="profile_html").to_account_fields()
+    assert fields == {
+        "name": "acme.studio",
+        "instagramData": {
+            "name": "acme.studio",
+            "username": "acme.studio",
+            "source": "scrape",
+            "method": "profile_html",
+            "fetchedAt": NOW,
+        },
+    }
+    assert "followerCount" not in fields
+
+
+def test_zero_is_kept_when_known() -> None:
+    fields = _profile(followers_count=0, media_count=0).to_account_fields()
+    assert fields["followerCount"] == 0
+    assert fields["instagramData"]["mediaCount"] == 0

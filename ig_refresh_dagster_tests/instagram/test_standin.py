@@ -1,0 +1,146 @@
+"""The Instagram stand-in used by the demo: its fixtures drive the real clients to every
+outcome the demo promises, and it runs as a process that stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from ig_refresh_dagster.devstack.instagram_standin import DEFAULT_FIXTURES, InstagramStandin
+from ig_refresh_dagster.instagram import (
+    AccountGone,
+    GraphAuthError,
+    GraphClient,
+    ProfileFetcher,
+    ProfileScraper,
+    ScrapeBlocked,
+)
+from ig_refresh_dagster.instagram.scrape import IG_APP_ID
+from ig_refresh_dagster.stores.budget import HourlyBudget
+from ig_refresh_dagster.stores.fetch_memory import FetchMemory
+
+BUSINESS_ID = "17841400000000001"
+ACCOUNTS: list[dict[str, Any]] = json.loads(
+    (DEFAULT_FIXTURES / "accounts.json").read_text(encoding="utf-8")
+)
+
+
+@pytest.fixture
+def standin() -> Iterator[InstagramStandin]:
+    with InstagramStandin(token="demo-token") as server:
+        yield server
+
+
+def test_demo_fixtures_cover_every_outcome() -> None:
+    expected = [a["expected"] for a in ACCOUNTS]
+    assert len(ACCOUNTS) >= 6
+    assert expected.count("graph") >= 2
+    assert {"scrape_json", "scrape_html", "blocked", "gone"} <= set(expected)
+
+
+@pytest.mark.parametrize("account", ACCOUNTS, ids=[a["username"] for a in ACCOUNTS])
+def test_demo_account_outcome(
+    standin: InstagramStandin, redis_client: redis.Redis, account: dict[str, Any]
+) -> None:
+    fetcher = ProfileFetcher(
+        GraphClient(standin.graph_url, BUSINESS_ID, "demo-token"),
+        ProfileScraper(standin.web_url),
+        HourlyBudget(redis_client, "graph", 100),
+        HourlyBudget(redis_client, "scrape", 100),
+        FetchMemory(redis_client),
+    )
+    expected = account["expected"]
+    if expected == "blocked":
+        with pytest.raises(ScrapeBlocked):
+            fetcher.fetch(account["username"])
+        return
+    if expected == "gone":
+        with pytest.raises(AccountGone):
+            fetcher.fetch(account["username"])
+        return
+    profile = fetcher.fetch(account["username"]).profile
+    method = {
+        "graph": "business_discovery",
+        "scrape_json": "web_profile_json",
+        "scrape_html": "profile_html",
+    }[expected]
+    assert profile.method == method
+    fields = profile.to_account_fields()
+    # the demo shows a change against the seeded values
+    assert fields["followerCount"] != account["before"]["followerCount"]
+    assert fields["name"]
+
+
+def test_wrong_token_is_an_auth_error(standin: InstagramStandin) -> None:
+    with pytest.raises(GraphAuthError):
+        GraphClient(standin.graph_url, BUSINESS_ID, "wrong-token").fetch("acme.studio")
+
+
+def test_token_in_url_is_refused(standin: InstagramStandin) -> None:
+    response = requests.get(
+        f"{standin.graph_url}/{BUSINESS_ID}",
+        params={
+            "fields": "business_discovery.username(acme.studio){id}",
+            "access_token": "demo-token",
+        },
+        headers={"Authorization": "Bearer demo-token"},
+        timeout=5,
+    )
+    assert response.status_code == 400
+    assert "header" in response.json()["error"]["message"]
+
+
+def test_media_limit_is_applied(standin: InstagramStandin) -> None:
+    client = GraphClient(standin.graph_url, BUSINESS_ID, "demo-token", media_limit=1)
+    assert len(client.fetch("acme.studio").profile.recent_media) == 1
+
+
+def test_json_endpoint_wants_the_app_id(standin: InstagramStandin) -> None:
+    url = f"{standin.web_url}/api/v1/users/web_profile_info/"
+    without = requests.get(url, params={"username": "sam.outdoors"}, timeout=5)
+    assert without.status_code == 400
+    with_id = requests.get(
+        url, params={"username": "sam.outdoors"}, headers={"x-ig-app-id": IG_APP_ID}, timeout=5
+    )
+    assert with_id.json()["data"]["user"]["username"] == "sam.outdoors"
+
+
+def test_runs_as_a_process_and_stops_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ig_refresh_dagster.devstack.instagram_standin",
+            "--port",
+            "0",
+            "--token",
+            "proc-token",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        urls = json.loads(proc.stdout.readline())
+        assert urls["graph_url"].endswith("/v21.0")
+        profile = GraphClient(urls["graph_url"], BUSINESS_ID, "proc-token").fetch("acme.studio")
+        assert profile.profile.name == "Acme Studio"
+        page = requests.get(f"{urls['web_url']}/lena.fotografie/", timeout=5)
+        assert page.status_code == 200 and "og:description" in page.text
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

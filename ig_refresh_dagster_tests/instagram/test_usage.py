@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ig_refresh_dagster.instagram import ApiUsage, parse_usage
+
+
+def _buc(*entries: dict) -> str:
+    return json.dumps({"17841400000000001": list(entries)})
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, None),
+        (
+            {"X-App-Usage": json.dumps({"call_count": 28, "total_cputime": 25, "total_time": 40})},
+            ApiUsage(max_percent=40),
+        ),
+        ({"x-app-usage": json.dumps({"call_count": 5})}, ApiUsage(max_percent=5)),
+        (
+            {
+                "X-Business-Use-Case-Usage": _buc(
+                    {
+                        "type": "instagram",
+                        "call_count": 91,
+                        "total_cputime": 2,
+                        "total_time": 3,
+                        "estimated_time_to_regain_access": 0,
+                    }
+                )
+            },
+            ApiUsage(max_percent=91, regain_after_seconds=0),
+        ),
+        (
+            {
+                "X-App-Usage": json.dumps({"call_count": 10}),
+                "X-Business-Use-Case-Usage": json.dumps(
+                    {
+                        "1": [{"call_count": 50, "estimated_time_to_regain_access": 5}],
+                        "2": [
+                            {
+                                "call_count": 99,
+                                "total_time": 100,
+                                "estimated_time_to_regain_access": 12,
+                            }
+                        ],
+                    }
+                ),
+            },
+            ApiUsage(max_percent=100, regain_after_seconds=720),
+        ),
+        ({"X-App-Usage": "not json"}, None),
+        ({"X-App-Usage": "[1, 2]"}, None),
+        ({"X-App-Usage": json.dumps({"call_count": "high", "total_time": True})}, None),
+        ({"X-App-Usage": json.dumps({"call_count": -3, "total_time": "NaN"})}, None),
+        ({"X-Business-Use-Case-Usage": json.dumps({"1": "oops"})}, None),
+        (
+            {"X-Business-Use-Case-Usage": json.dumps({"1": [None, 3, {"call_count": "7"}]})},
+            ApiUsage(max_percent=7),
+        ),
+        (
+            {"X-Business-Use-Case-Usage": json.dumps({"1": {"call_count": 12}})},
+            ApiUsage(max_percent=12),
+        ),
+    ],
+)
+def test_parse_usage(headers: dict[str, str], expected: ApiUsage | None) -> None:
+    assert parse_usage(headers) == expected
