@@ -39,7 +39,7 @@ from ig_refresh_dagster.instagram.errors import (
     ScrapeBlocked,
     TransientError,
 )
-from ig_refresh_dagster.instagram.fetcher import FetchOutcome
+from ig_refresh_dagster.instagram.fetcher import FetchOutcome, ProfileFetcher
 from ig_refresh_dagster.resources import InstagramResource, MongoResource, RedisResource
 from ig_refresh_dagster.stores.accounts import AccountRecord, AccountUpdate
 
@@ -114,18 +114,33 @@ def fetch_profile(
     instagram: InstagramResource,
     mongo: MongoResource,
 ) -> FetchOutcome:
-    with _classified(context, "fetch profile"):
-        try:
-            outcome = instagram.fetcher().fetch(account.username or "")
-        except InstagramError as exc:
-            for note in getattr(exc, "notes", []):
-                context.log.info(note)
-            if isinstance(exc, AccountGone):
-                mongo.accounts().mark_gone(account.id, _now())
-            raise
+    fetcher = instagram.fetcher()
+    try:
+        with _classified(context, "fetch profile"):
+            try:
+                outcome = fetcher.fetch(account.username or "")
+            except InstagramError as exc:
+                for note in getattr(exc, "notes", []):
+                    context.log.info(note)
+                if isinstance(exc, AccountGone):
+                    mongo.accounts().mark_gone(account.id, _now())
+                raise
+    finally:
+        _warn_if_graph_disabled(context, fetcher)
     for note in outcome.notes:
         context.log.info(note)
     return outcome
+
+
+def _warn_if_graph_disabled(context: OpExecutionContext, fetcher: ProfileFetcher) -> None:
+    """A dead token silently halves what we can read; say so loudly in every run."""
+    with contextlib.suppress(*_TRANSIENT):
+        reason = fetcher.graph_status()
+        if reason:
+            context.log.error(
+                f"Graph API is disabled for the configured token ({reason}); refreshing by "
+                "scraping only until INSTAGRAM_ACCESS_TOKEN is replaced"
+            )
 
 
 @op(retry_policy=TRANSIENT_RETRIES)

@@ -252,3 +252,29 @@ def test_token_never_reaches_logs_events_or_refresh_log(
     assert TOKEN not in caplog.text
     assert TOKEN not in repr(logs_for(mongo_db, result.run_id))
     assert TOKEN not in repr(list(mongo_db["Account"].find({})))
+
+
+def test_invalid_token_disables_graph_loudly_then_scrapes(
+    mongo_db, httpserver: HTTPServer, resources, instance
+) -> None:
+    first = seed_account(mongo_db, handle="janedoe")
+    second = seed_account(mongo_db, handle="janedoe")
+    httpserver.expect_request(GRAPH_PATH).respond_with_json(
+        graph_error(190, 467, "Invalid OAuth access token"), status=400
+    )
+    httpserver.expect_request(JSON_PATH).respond_with_json(web_profile_body("janedoe"))
+
+    results = [run_refresh(account, resources, instance) for account in (first, second)]
+
+    assert all(r.success for r in results)
+    graph_calls = [req for req, _ in httpserver.log if req.path == GRAPH_PATH]
+    assert len(graph_calls) == 1, "the second run must not spend budget on a dead token"
+    for result in results:
+        errors = [
+            e.user_message
+            for e in instance.all_logs(result.run_id)
+            if e.level >= logging.ERROR and "Graph API is disabled" in e.user_message
+        ]
+        assert errors, "every run says loudly that Graph is disabled"
+        (log,) = logs_for(mongo_db, result.run_id)
+        assert log["source"] == "scrape"

@@ -8,6 +8,7 @@ their environment, so the code location reads them through ``EnvVar`` as in prod
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -56,6 +57,8 @@ class EmbeddedStack:
             env["MONGODB_URI"] = litemongo_uri(self.data_dir / "mongo")
             self.started.append("mongo")
         if "INSTAGRAM_GRAPH_API_URL" not in env and "INSTAGRAM_WEB_URL" not in env:
+            # Its per-request access log would drown the demo's own output.
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
             self._standin = InstagramStandin(token=DEMO_TOKEN)
             self._standin.start()
             self.started.append("instagram")
