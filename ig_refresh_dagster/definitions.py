@@ -11,7 +11,11 @@ from ig_refresh_dagster.resources import (
     MongoResource,
     RedisResource,
 )
-from ig_refresh_dagster.sensors import instagram_refresh_sensor
+from ig_refresh_dagster.sensors import (
+    instagram_refresh_sensor,
+    refresh_canceled_log_sensor,
+    refresh_failure_log_sensor,
+)
 from ig_refresh_dagster.settings import env_int_or_default, env_or_default
 
 
@@ -42,6 +46,6 @@ def build_resources() -> dict[str, object]:
 defs = Definitions(
     assets=[instagram_profile],
     jobs=[instagram_refresh_job],
-    sensors=[instagram_refresh_sensor],
+    sensors=[instagram_refresh_sensor, refresh_failure_log_sensor, refresh_canceled_log_sensor],
     resources=build_resources(),
 )

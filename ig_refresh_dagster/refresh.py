@@ -50,7 +50,7 @@ TRANSIENT_RETRIES = RetryPolicy(
 )
 # An exhausted hourly budget can take up to an hour to return; wait through a day of that.
 BUDGET_WAITS = 24
-_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
+OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 _TRANSIENT = (
     TransientError,
     pymongo.errors.ConnectionFailure,
@@ -90,7 +90,7 @@ def _classified(context: OpExecutionContext, step: str) -> Iterator[None]:
 @op(retry_policy=TRANSIENT_RETRIES)
 def load_account(context: OpExecutionContext, mongo: MongoResource) -> AccountRecord:
     account_id = context.partition_key
-    if not _OBJECT_ID.fullmatch(account_id):
+    if not OBJECT_ID.fullmatch(account_id):
         raise Failure(
             description=f"partition key {account_id[:64]!r} is not a lower-case 24-hex ObjectId",
             allow_retries=False,
@@ -227,7 +227,7 @@ def record_refresh_failure(context: HookContext) -> None:
     """Turns the run's log entry FAILED once a step has failed for good (not on retries)."""
     run = context.instance.get_run_by_id(context.run_id)
     account_id = run.tags.get("dagster/partition", "") if run else ""
-    if _OBJECT_ID.fullmatch(account_id):
+    if OBJECT_ID.fullmatch(account_id):
         context.resources.mongo.refresh_log().fail(
             context.run_id, account_id, _failure_text(context), _now()
         )

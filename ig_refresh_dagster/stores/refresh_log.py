@@ -78,3 +78,12 @@ class RefreshLogStore:
 
     def for_run(self, run_id: str) -> dict[str, Any] | None:
         return self._coll.find_one({"runId": run_id})
+
+    def close_open(self, run_id: str, account_id: str, error: str, now: datetime) -> bool:
+        """FAILED for a run that ended without its steps saying so (crash, cancel); a no-op
+        when the entry already has its final status. True when it wrote."""
+        entry = self.for_run(run_id)
+        if entry is not None and entry.get("status") in ("COMPLETED", "FAILED"):
+            return False
+        self.fail(run_id, account_id, error, now)
+        return True
