@@ -15,6 +15,16 @@ COLLECTION = "DataRefreshLog"
 PLATFORM = "INSTAGRAM"
 
 
+def _identity(run_id: str, account_id: str, now: datetime) -> dict[str, Any]:
+    """Written once, by whichever write creates the entry."""
+    return {
+        "runId": run_id,
+        "accountId": ObjectId(account_id),
+        "platform": PLATFORM,
+        "startedAt": now,
+    }
+
+
 class RefreshLogStore:
     def __init__(self, db: Any) -> None:
         self._coll = db[COLLECTION]
@@ -26,12 +36,7 @@ class RefreshLogStore:
         self._coll.update_one(
             {"runId": run_id},
             {
-                "$setOnInsert": {
-                    "runId": run_id,
-                    "accountId": ObjectId(account_id),
-                    "platform": PLATFORM,
-                    "startedAt": now,
-                },
+                "$setOnInsert": _identity(run_id, account_id, now),
                 "$set": {"status": "IN_PROGRESS"},
             },
             upsert=True,
@@ -65,12 +70,7 @@ class RefreshLogStore:
         self._coll.update_one(
             {"runId": run_id},
             {
-                "$setOnInsert": {
-                    "runId": run_id,
-                    "accountId": ObjectId(account_id),
-                    "platform": PLATFORM,
-                    "startedAt": now,
-                },
+                "$setOnInsert": _identity(run_id, account_id, now),
                 "$set": {"status": "FAILED", "completedAt": now, "error": error},
             },
             upsert=True,
