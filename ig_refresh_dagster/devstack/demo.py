@@ -138,7 +138,10 @@ def _table(outcomes: list[Outcome], dead: list[str]) -> str:
         for o in outcomes
     ]
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(f"\ndead-letter topic: {len(dead)} message(s): {', '.join(dead) or 'none'}")
     return "\n".join(lines)
