@@ -1,5 +1,5 @@
-"""A local HTTP stand-in for Instagram: the Graph API's Business Discovery, the web app's JSON
-profile endpoint and public profile pages, served from fixture files.
+"""A local HTTP stand-in for Instagram: the Graph API's Business Discovery and owner insights,
+the web app's JSON profile endpoint and public profile pages, served from fixture files.
 
 Nothing outside loopback is reachable here, so the demo and the tests point the real clients
 (``GraphClient``, ``ProfileScraper``) at this server. It checks what Instagram would: the Graph
@@ -10,6 +10,15 @@ Fixtures: ``<fixtures_dir>/<username>/{graph,web_profile_info,profile}.json``, e
 spec ``{"status": 200, "headers": {...}, "json": ... | "html": "file.html" | "text": "..."}``
 (``html`` names a file beside the spec). A missing spec answers as Instagram does for an
 account that endpoint cannot show: Graph 400 code 100/2207013, JSON and page 404.
+
+Insights (``/{version}/{id}/insights``) are served for accounts whose ``accounts.json`` entry
+has ``"auth": {"userId", "accessToken"}``: the id is that user id, or a media id listed in the
+account's ``media_insights.json`` (``{media_id: {metric: value}}``), and the Bearer token must be
+that owner's token. ``account_insights.json`` holds ``{"series": {metric: value},
+"total_value": {metric: value}, "rejects": [metric]}``: series metrics answer as ``values``
+(one point per day between ``since`` and ``until``), ``metric_type=total_value`` ones as
+``total_value``, and ``rejects`` are refused as Graph refuses metrics its version does not offer
+(error 100 ``metric[i] must be one of the following values``).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import json
 import signal
 import sys
 import threading
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +78,24 @@ def graph_error(code: int, message: str, subcode: int | None = None) -> dict[str
     if subcode is not None:
         error["error_subcode"] = subcode
     return {"error": error}
+
+
+def _metric_rejected(index: int, valid: list[str]) -> dict[str, Any]:
+    """How Graph refuses a metric it does not offer: by its index in the request."""
+    return graph_error(
+        100, f"(#100) metric[{index}] must be one of the following values: {', '.join(valid)}"
+    )
+
+
+def _day_ends(since: int, until: int) -> list[str]:
+    """``end_time`` of each day between ``since`` and ``until``, stamped as Graph does: the end
+    of the day at 07:00 UTC."""
+    day = datetime.fromtimestamp(since, UTC).date()
+    ends = []
+    while datetime.combine(day, time.min, tzinfo=UTC).timestamp() < until:
+        ends.append(f"{day + timedelta(days=1)}T07:00:00+0000")
+        day += timedelta(days=1)
+    return ends
 
 
 def discovery_username(fields: str) -> str | None:
@@ -176,6 +204,8 @@ class InstagramStandin:
             return self._web_profile_info(request)
         if len(parts) == 2 and parts[0] == self.graph_version:
             return self._graph(request)
+        if len(parts) == 3 and parts[0] == self.graph_version and parts[2] == "insights":
+            return self._insights(request, parts[1])
         if len(parts) == 1:
             return self._profile_page(parts[0])
         return Response("not found", status=404)
@@ -212,6 +242,118 @@ class InstagramStandin:
             spec = json.loads(json.dumps(spec))
             spec["json"]["business_discovery"]["media"]["data"] = media["data"][:limit]
         return response_from_spec(spec, base_dir)
+
+    def _owners(self) -> dict[str, tuple[str, str]]:
+        """IG user id -> (username, owner token), from the ``auth`` entries of accounts.json."""
+        path = self.fixtures_dir / "accounts.json"
+        entries = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+        owners = {}
+        for entry in entries:
+            auth = entry.get("auth") if isinstance(entry, dict) else None
+            if isinstance(auth, dict) and auth.get("userId") and auth.get("accessToken"):
+                owners[str(auth["userId"])] = (str(entry["username"]), str(auth["accessToken"]))
+        return owners
+
+    def _fixture(self, username: str, name: str) -> dict[str, Any]:
+        path = self.fixtures_dir / username / f"{name}.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def _insights(self, request: Request, object_id: str) -> Response:
+        self._record("insights", object_id)
+        if "access_token" in request.args:
+            return self._json(
+                400, graph_error(100, "stand-in refuses access tokens in the URL; use a header")
+            )
+        owners = self._owners()
+        owner = owners.get(object_id) or next(
+            (o for o in owners.values() if object_id in self._fixture(o[0], "media_insights")),
+            None,
+        )
+        if owner is None:
+            return self._json(
+                400,
+                graph_error(
+                    100,
+                    f"Unsupported get request. Object with ID '{object_id}' does not exist, "
+                    "cannot be loaded due to missing permissions, or does not support this "
+                    "operation",
+                    33,
+                ),
+            )
+        username, token = owner
+        if request.headers.get("Authorization") != f"Bearer {token}":
+            return self._json(
+                400, graph_error(190, "Invalid OAuth access token - Cannot parse access token")
+            )
+        metrics = [m for m in request.args.get("metric", "").split(",") if m]
+        if not metrics:
+            return self._json(400, graph_error(100, "(#100) The parameter metric is required"))
+        if object_id in owners:
+            return self._account_insights(request, object_id, metrics, username)
+        return self._media_insights(object_id, metrics, self._fixture(username, "media_insights"))
+
+    def _account_insights(
+        self, request: Request, user_id: str, metrics: list[str], username: str
+    ) -> Response:
+        spec = self._fixture(username, "account_insights")
+        rejects = set(spec.get("rejects") or [])
+        series: dict[str, Any] = spec.get("series") or {}
+        totals: dict[str, Any] = spec.get("total_value") or {}
+        total = request.args.get("metric_type") == "total_value"
+        offered = totals if total else series
+        for index, metric in enumerate(metrics):
+            if not total and metric in totals and metric not in series:
+                return self._json(
+                    400,
+                    graph_error(
+                        100,
+                        f"(#100) The following metrics ({metric}) should be specified with "
+                        "parameter metric_type=total_value",
+                    ),
+                )
+            if metric in rejects or metric not in offered:
+                return self._json(
+                    400, _metric_rejected(index, [m for m in offered if m not in rejects])
+                )
+        try:
+            until = int(request.args.get("until", ""))
+            since = int(request.args.get("since", ""))
+        except ValueError:
+            today = datetime.combine(datetime.now(UTC).date(), time.min, tzinfo=UTC)
+            since, until = int((today - timedelta(days=1)).timestamp()), int(today.timestamp())
+        data = []
+        for metric in metrics:
+            entry: dict[str, Any] = {
+                "name": metric,
+                "period": "day",
+                "title": metric.replace("_", " ").capitalize(),
+                "id": f"{user_id}/insights/{metric}/day",
+            }
+            if total:
+                entry["total_value"] = {"value": totals[metric]}
+            else:
+                entry["values"] = [
+                    {"value": series[metric], "end_time": end} for end in _day_ends(since, until)
+                ]
+            data.append(entry)
+        return self._json(200, {"data": data})
+
+    def _media_insights(self, media_id: str, metrics: list[str], spec: dict[str, Any]) -> Response:
+        offered: dict[str, Any] = spec.get(media_id) or {}
+        for index, metric in enumerate(metrics):
+            if metric not in offered:
+                return self._json(400, _metric_rejected(index, list(offered)))
+        data = [
+            {
+                "name": metric,
+                "period": "lifetime",
+                "values": [{"value": offered[metric]}],
+                "title": metric.replace("_", " ").capitalize(),
+                "id": f"{media_id}/insights/{metric}/lifetime",
+            }
+            for metric in metrics
+        ]
+        return self._json(200, {"data": data})
 
     def _web_profile_info(self, request: Request) -> Response:
         username = request.args.get("username", "").lower()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import pytest
@@ -20,10 +21,12 @@ from ig_refresh_dagster.instagram import (
     AccountGone,
     GraphAuthError,
     GraphClient,
+    PermanentError,
     ProfileFetcher,
     ProfileScraper,
     ScrapeBlocked,
 )
+from ig_refresh_dagster.instagram.insights import InsightsClient
 from ig_refresh_dagster.instagram.scrape import IG_APP_ID
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
@@ -102,6 +105,47 @@ def test_token_in_url_is_refused(standin: InstagramStandin) -> None:
 def test_media_limit_is_applied(standin: InstagramStandin) -> None:
     client = GraphClient(standin.graph_url, BUSINESS_ID, "demo-token", media_limit=1)
     assert len(client.fetch("acme.studio").profile.recent_media) == 1
+
+
+def test_owner_insights_endpoints(standin: InstagramStandin) -> None:
+    (acme,) = [a for a in ACCOUNTS if "auth" in a]
+    assert acme["username"] == "acme.studio"
+    user_id, token = acme["auth"]["userId"], acme["auth"]["accessToken"]
+    client = InsightsClient(standin.graph_url)
+    insights = client.fetch(user_id, token, ["AcmeP0", "AcmeP1"], date(2026, 11, 27))
+    assert insights.metrics == {
+        "reach": 1830,
+        "follower_count": 37,
+        "profile_views": 212,
+        "accounts_engaged": 640,
+        "total_interactions": 1175,
+        "website_clicks": 31,
+    }
+    # the stand-in's Graph version does not offer "views"
+    assert insights.unsupported == ["views"]
+    assert [m.media_id for m in insights.media] == ["AcmeP0", "AcmeP1"]
+    assert insights.media[1].metrics["shares"] == 388
+    assert ("insights", user_id) in standin.requests
+    # our Business Discovery token is not the owner's
+    with pytest.raises(GraphAuthError):
+        client.fetch(user_id, "demo-token", [], date(2026, 11, 27))
+    with pytest.raises(GraphAuthError):
+        client.fetch(user_id, token.upper(), ["AcmeP0"], date(2026, 11, 27))
+    with pytest.raises(PermanentError):
+        client.fetch(user_id, token, ["NoSuchMedia"], date(2026, 11, 27))
+
+
+def test_insights_token_in_url_is_refused(standin: InstagramStandin) -> None:
+    (acme,) = [a for a in ACCOUNTS if "auth" in a]
+    token = acme["auth"]["accessToken"]
+    response = requests.get(
+        f"{standin.graph_url}/{acme['auth']['userId']}/insights",
+        params={"metric": "reach", "period": "day", "access_token": token},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
+    assert response.status_code == 400
+    assert "header" in response.json()["error"]["message"]
 
 
 def test_json_endpoint_wants_the_app_id(standin: InstagramStandin) -> None:

@@ -1,0 +1,159 @@
+"""One Graph API request and its failure taxonomy, shared by every Graph client (Business
+Discovery through our own token, insights through an account owner's token), so a given Graph
+answer means the same thing to the caller whichever client got it.
+
+The token travels only in the ``Authorization`` header, never in the URL (URLs end up in logs,
+proxies and exception text), and every string that goes into an error is scrubbed of it anyway:
+Graph's own messages can quote a malformed token back.
+
+Error codes (Graph API "Handling Errors" and "Rate Limits" guides):
+- throttling: 4 (app), 17 (user), 32 (page), 613 (custom), 341 (application limit reached),
+  368 (temporarily blocked, "wait and retry"), 80000-80014 (Business Use Case limits; 80002 is
+  Instagram) -> GraphRateLimited
+- 190 (token invalid/expired, any subcode), 102 (API session), 10 and 200-299 (permission)
+  -> GraphAuthError
+- 110, or any code with subcode 2207013 (Business Discovery: not a business/creator account,
+  or no such username) -> GraphAccountUnavailable
+- 1, 2 (unknown/service, "temporary issue due to downtime"), HTTP 5xx, timeouts, connection
+  errors, unreadable bodies -> TransientError
+- anything else -> PermanentError
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import requests
+
+from ig_refresh_dagster.instagram.errors import (
+    GraphAccountUnavailable,
+    GraphAuthError,
+    GraphRateLimited,
+    InstagramError,
+    PermanentError,
+    TransientError,
+)
+from ig_refresh_dagster.instagram.usage import ApiUsage, parse_usage
+
+# When throttled without an estimate: Platform limits are counted over a rolling hour, so
+# after a full hour the calls that caused the throttle have left the window.
+DEFAULT_RATE_LIMIT_WAIT_SECONDS = 3600.0
+
+RATE_LIMIT_CODES = frozenset({4, 17, 32, 341, 368, 613, *range(80000, 80015)})
+AUTH_CODES = frozenset({10, 102, 190, *range(200, 300)})
+ACCOUNT_UNAVAILABLE_CODES = frozenset({110})
+ACCOUNT_UNAVAILABLE_SUBCODES = frozenset({2207013})
+TRANSIENT_CODES = frozenset({1, 2})
+# Meta access tokens start with "EAA" followed by a long base62 run.
+_TOKEN_SHAPED = re.compile(r"EAA[A-Za-z0-9]{16,}")
+
+
+def as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def scrub(text: str, token: str) -> str:
+    """Remove ``token``, and anything shaped like a Meta token (Graph may quote a cut-off or
+    different one back)."""
+    if token:
+        text = text.replace(token, "[token]")
+    return _TOKEN_SHAPED.sub("[token]", text)
+
+
+def send(
+    session: requests.Session,
+    url: str,
+    params: dict[str, str],
+    token: str,
+    timeout: float,
+    subject: str,
+) -> requests.Response | InstagramError:
+    """The raw response, or the error to raise: built outside the ``except`` block so no
+    requests exception (and whatever it quotes) is chained onto ours."""
+    try:
+        response = session.get(
+            url,
+            params=params,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=timeout,
+            allow_redirects=False,
+        )
+    except requests.Timeout:
+        return TransientError(
+            f"Graph request for {subject} timed out after {timeout}s", reason="graph_timeout"
+        )
+    except requests.RequestException as exc:
+        kind = type(exc).__name__
+        return TransientError(
+            f"Graph request for {subject} failed: {kind}: {scrub(str(exc), token)}",
+            reason="graph_network",
+        )
+    return response
+
+
+def json_body(response: requests.Response, subject: str) -> tuple[dict[str, Any], ApiUsage | None]:
+    """The body as a JSON object and the usage headers; anything else is a TransientError (a
+    proxy's HTML error page, a truncated body)."""
+    usage = parse_usage(response.headers)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise TransientError(
+            f"Graph answered HTTP {response.status_code} for {subject} with a body that is not "
+            "a JSON object",
+            reason="graph_unreadable",
+            usage=usage,
+        )
+    return body, usage
+
+
+def is_error(response: requests.Response, body: dict[str, Any]) -> bool:
+    return "error" in body or response.status_code >= 400
+
+
+def error_parts(error: Any, token: str) -> tuple[int | None, int | None, str]:
+    """Code, subcode and the scrubbed message of a Graph ``error`` object."""
+    error = error if isinstance(error, dict) else {}
+    message = scrub(str(error.get("message") or "no message"), token)[:300]
+    return as_int(error.get("code")), as_int(error.get("error_subcode")), message
+
+
+def graph_error(
+    subject: str, status: int, error: Any, usage: ApiUsage | None, token: str
+) -> InstagramError:
+    """The taxonomy class for a Graph error answer (see the module docstring)."""
+    code, subcode, message = error_parts(error, token)
+    raw_trace = error.get("fbtrace_id") if isinstance(error, dict) else None
+    trace = scrub(str(raw_trace or "-"), token)[:40]
+    what = (
+        f"Graph error for {subject}: HTTP {status}, code {code}"
+        f"{f'/{subcode}' if subcode is not None else ''}: {message} (fbtrace_id {trace})"
+    )
+    if code in RATE_LIMIT_CODES:
+        wait = (
+            usage.regain_after_seconds
+            if usage is not None and usage.regain_after_seconds
+            else DEFAULT_RATE_LIMIT_WAIT_SECONDS
+        )
+        return GraphRateLimited(
+            f"{what}; retry in {wait:.0f}s",
+            retry_after=wait,
+            reason=f"graph_rate_limited_{code}",
+            usage=usage,
+        )
+    if code in AUTH_CODES:
+        return GraphAuthError(what, reason=f"graph_auth_{code}", usage=usage)
+    if code in ACCOUNT_UNAVAILABLE_CODES or subcode in ACCOUNT_UNAVAILABLE_SUBCODES:
+        return GraphAccountUnavailable(what, usage=usage)
+    if code in TRANSIENT_CODES or status >= 500:
+        return TransientError(what, reason="graph_transient", usage=usage)
+    return PermanentError(what, reason="graph_error", usage=usage)

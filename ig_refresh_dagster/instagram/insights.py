@@ -1,0 +1,331 @@
+"""Insights of accounts whose owners authorised us: account metrics for one UTC day and lifetime
+metrics of their recent media, read with the owner's token (Business Discovery cannot see
+insights).
+
+Metrics (Instagram Platform "Account Insights" and "Media Insights" references, v21+):
+- account, ``period=day`` time series: ``reach``, ``follower_count`` (the latter only for
+  accounts with 100+ followers and only for the last 30 days, excluding the current day);
+- account, ``metric_type=total_value``: ``profile_views``, ``accounts_engaged``,
+  ``total_interactions``, ``website_clicks``, ``views`` (the time-series forms of the first and
+  fourth were deprecated in v21; ``views`` replaces ``impressions``, gone since v22);
+- media, lifetime: ``reach``, ``likes``, ``comments``, ``saved``, ``shares``,
+  ``total_interactions`` (``impressions``, ``plays`` and ``video_views`` are deprecated).
+
+Graph versions and media product types differ in what they accept, so a metric Graph rejects
+(error 100 about a metric) is dropped and reported in ``unsupported`` instead of failing the
+fetch; every other error maps onto the same taxonomy as the Business Discovery client. The
+owner's token goes in the ``Authorization`` header only and is scrubbed from every error and log
+line; Graph's ``paging`` links, which quote it back, are never read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import requests
+from pydantic import BaseModel, Field, SecretStr
+
+from ig_refresh_dagster.instagram.errors import InstagramError, PermanentError
+from ig_refresh_dagster.instagram.graph_errors import (
+    error_parts,
+    graph_error,
+    is_error,
+    json_body,
+    send,
+)
+
+log = logging.getLogger(__name__)
+
+ACCOUNT_SERIES_METRICS = ("reach", "follower_count")
+ACCOUNT_TOTAL_METRICS = (
+    "profile_views",
+    "accounts_engaged",
+    "total_interactions",
+    "website_clicks",
+    "views",
+)
+MEDIA_METRICS = ("reach", "likes", "comments", "saved", "shares", "total_interactions")
+# Media metrics in ``unsupported`` carry this prefix, so they are not mistaken for the
+# account metric of the same name.
+MEDIA_PREFIX = "media:"
+
+# Graph ids are numeric; the stand-in uses short alphanumeric ones. Anything else could change
+# the request path.
+_GRAPH_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
+_METRIC_INDEX = re.compile(r"metric\[(\d+)\]")
+# "metric[2] must be one of the following values: reach, ..." lists the *valid* metrics: names
+# after such a phrase are not the rejected ones.
+_VALID_LIST = re.compile(r"one of the following|supported values|valid values", re.IGNORECASE)
+# Object missing or not readable with this token: about the id, not a metric.
+_NOT_A_METRIC_SUBCODES = frozenset({33})
+# Graph refuses insights for one media rather than for the token: a story with too few viewers
+# (code 10, "Not enough viewers for the media to show insights") or media posted before the
+# account became a business account (subcode 2108006).
+_MEDIA_WITHOUT_INSIGHTS_SUBCODES = frozenset({2108006})
+
+
+class MediaInsights(BaseModel):
+    """Lifetime metrics of one media; empty when Graph keeps no insights for it (a story with
+    too few viewers, media posted before the business conversion)."""
+
+    media_id: str
+    metrics: dict[str, int | float] = Field(default_factory=dict)
+
+
+class AccountInsights(BaseModel):
+    """One account's insights for one UTC day. ``unsupported`` names the metrics Graph
+    rejected (media ones prefixed ``media:``), so a gap reads as "not offered", not "zero"."""
+
+    user_id: str
+    day: date
+    metrics: dict[str, int | float] = Field(default_factory=dict)
+    media: list[MediaInsights] = Field(default_factory=list)
+    unsupported: list[str] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Rejection:
+    """Graph refused the request because of metrics; ``metrics`` are those it named."""
+
+    metrics: list[str]
+    message: str
+
+
+def day_bounds(day: date) -> tuple[int, int]:
+    """``since``/``until`` (unix seconds) covering the UTC day."""
+    start = int(datetime.combine(day, time.min, tzinfo=UTC).timestamp())
+    return start, start + 86400
+
+
+def _graph_id(value: str, what: str) -> str:
+    text = str(value).strip()
+    if not _GRAPH_ID.fullmatch(text):
+        raise PermanentError(f"{what} {text[:40]!r} is not a Graph id", reason="invalid_graph_id")
+    return text
+
+
+def _number(value: Any) -> int | float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _end_day(value: Any) -> date | None:
+    """The day a ``period=day`` point covers: Graph stamps it with the end of that day
+    (07:00/08:00 UTC when days follow Pacific time, 00:00 UTC otherwise)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        end = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    return (end.astimezone(UTC) - timedelta(days=1)).date()
+
+
+def _metric_value(item: dict[str, Any], day: date | None) -> int | float | None:
+    """The value of one ``data`` entry: ``total_value.value``, or from ``values`` the point
+    for ``day`` (a lifetime metric's single undated point when ``day`` is None or absent)."""
+    total = item.get("total_value")
+    if isinstance(total, dict):
+        return _number(total.get("value"))
+    values = item.get("values")
+    points = [p for p in values if isinstance(p, dict)] if isinstance(values, list) else []
+    if day is not None:
+        for point in points:
+            if _end_day(point.get("end_time")) == day:
+                return _number(point.get("value"))
+    if len(points) == 1 and points[0].get("end_time") is None:
+        return _number(points[0].get("value"))
+    return None
+
+
+def _rejected_metrics(error: Any, requested: list[str], token: str) -> _Rejection | None:
+    """The metrics a Graph error rejects, or None when the error is not about metrics.
+
+    Graph names them as ``metric[i]`` (an index into the request) or by name ("the impressions
+    metric is no longer supported", "does not support the views metric"); an error 100 about
+    metrics that names none gives an empty list.
+    """
+    code, subcode, message = error_parts(error, token)
+    if code != 100 or subcode in _NOT_A_METRIC_SUBCODES or "metric" not in message.lower():
+        return None
+    indexes = [int(i) for i in _METRIC_INDEX.findall(message)]
+    named = [requested[i] for i in indexes if i < len(requested)]
+    if not indexes:
+        head = _VALID_LIST.split(message, maxsplit=1)[0]
+        named = [m for m in requested if re.search(rf"(?<!\w){re.escape(m)}(?!\w)", head)]
+    return _Rejection(list(dict.fromkeys(named)), message)
+
+
+def _media_without_insights(error: Any, token: str) -> bool:
+    code, subcode, message = error_parts(error, token)
+    if subcode in _MEDIA_WITHOUT_INSIGHTS_SUBCODES:
+        return True
+    return code == 10 and "not enough viewers" in message.lower()
+
+
+class _MediaWithoutInsights(Exception):
+    """Internal: Graph has no insights for this one media."""
+
+
+class InsightsClient:
+    """Reads insights with an account owner's token. A 190 here concerns that owner's token
+    only: callers must not take it as our own Business Discovery token failing."""
+
+    def __init__(
+        self, base_url: str, timeout: float = 10.0, session: requests.Session | None = None
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self.timeout = timeout
+        self._session = session or requests.Session()
+
+    def fetch(
+        self,
+        user_id: str,
+        access_token: str | SecretStr,
+        media_ids: list[str],
+        day: date,
+    ) -> AccountInsights:
+        """Account metrics for UTC ``day`` and lifetime metrics of ``media_ids``.
+
+        Pass a finished day (yesterday or earlier): ``follower_count`` excludes the current day
+        and Graph may take up to 48 hours to settle a day's numbers.
+        """
+        token = (
+            access_token.get_secret_value() if isinstance(access_token, SecretStr) else access_token
+        )
+        if not token:
+            raise ValueError("the account owner's access token is required for insights")
+        if isinstance(day, datetime):
+            day = day.astimezone(UTC).date() if day.tzinfo else day.date()
+        user = _graph_id(user_id, "IG user id")
+        checked_media = [_graph_id(m, "media id") for m in media_ids]
+        since, until = day_bounds(day)
+        window = {"period": "day", "since": str(since), "until": str(until)}
+        url = f"{self._base}/{user}/insights"
+        subject = f"insights of IG user {user}"
+
+        metrics: dict[str, int | float] = {}
+        unsupported: list[str] = []
+        for names, params in (
+            (ACCOUNT_SERIES_METRICS, window),
+            (ACCOUNT_TOTAL_METRICS, {**window, "metric_type": "total_value"}),
+        ):
+            data, rejected = self._metrics(url, list(names), params, token, subject)
+            metrics.update(_values(data, names, day))
+            unsupported += rejected
+
+        media_insights = []
+        for media_id in checked_media:
+            item, rejected = self._media(media_id, token)
+            media_insights.append(item)
+            unsupported += [f"{MEDIA_PREFIX}{m}" for m in rejected]
+        return AccountInsights(
+            user_id=user,
+            day=day,
+            metrics=metrics,
+            media=media_insights,
+            unsupported=list(dict.fromkeys(unsupported)),
+        )
+
+    def _media(self, media_id: str, token: str) -> tuple[MediaInsights, list[str]]:
+        url = f"{self._base}/{media_id}/insights"
+        try:
+            data, rejected = self._metrics(
+                url, list(MEDIA_METRICS), {}, token, f"insights of media {media_id}", media=True
+            )
+        except _MediaWithoutInsights:
+            return MediaInsights(media_id=media_id), []
+        return MediaInsights(
+            media_id=media_id, metrics=_values(data, MEDIA_METRICS, None)
+        ), rejected
+
+    def _metrics(
+        self,
+        url: str,
+        metrics: list[str],
+        params: dict[str, str],
+        token: str,
+        subject: str,
+        media: bool = False,
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The ``data`` entries for ``metrics`` and the metrics Graph rejected, asking again
+        without the rejected ones (one at a time when Graph does not say which)."""
+        remaining = list(metrics)
+        rejected: list[str] = []
+        while remaining:
+            query = {**params, "metric": ",".join(remaining)}
+            outcome = self._get(url, query, remaining, token, subject, media)
+            if not isinstance(outcome, _Rejection):
+                return [d for d in outcome if d.get("name") in remaining], rejected
+            named = [m for m in outcome.metrics if m in remaining]
+            if not named and len(remaining) > 1:
+                data: list[dict[str, Any]] = []
+                for metric in remaining:
+                    part, part_rejected = self._metrics(
+                        url, [metric], params, token, subject, media
+                    )
+                    data += part
+                    rejected += part_rejected
+                return data, rejected
+            dropped = named or remaining
+            log.info(
+                "Graph rejected metric(s) %s for %s; recorded as unsupported: %s",
+                ",".join(dropped),
+                subject,
+                outcome.message,
+            )
+            rejected += dropped
+            remaining = [m for m in remaining if m not in dropped]
+        return [], rejected
+
+    def _get(
+        self,
+        url: str,
+        params: dict[str, str],
+        requested: list[str],
+        token: str,
+        subject: str,
+        media: bool,
+    ) -> list[dict[str, Any]] | _Rejection:
+        response = send(self._session, url, params, token, self.timeout, subject)
+        if isinstance(response, InstagramError):
+            raise response
+        body, usage = json_body(response, subject)
+        if is_error(response, body):
+            error = body.get("error")
+            rejection = _rejected_metrics(error, requested, token)
+            if rejection is not None:
+                return rejection
+            if media and _media_without_insights(error, token):
+                log.info("Graph has no insights for %s: %s", subject, error_parts(error, token)[2])
+                raise _MediaWithoutInsights
+            raise graph_error(subject, response.status_code, error, usage, token)
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise PermanentError(
+                f"Graph answered for {subject} without a data list",
+                reason="graph_unexpected_body",
+                usage=usage,
+            )
+        return [item for item in data if isinstance(item, dict)]
+
+
+def _values(
+    data: list[dict[str, Any]], wanted: tuple[str, ...], day: date | None
+) -> dict[str, int | float]:
+    values: dict[str, int | float] = {}
+    for item in data:
+        name = item.get("name")
+        if name in wanted:
+            value = _metric_value(item, day)
+            if value is not None:
+                values[name] = value
+    return values
