@@ -1,16 +1,16 @@
-"""The refresh job: one run per account partition, five steps an operator can see.
+"""The refresh job: one run per account partition, six steps an operator can see.
 
-load → fetch → upsert → cache → log. Transient failures (network, 5xx, store timeouts) are
-retried with exponential backoff and jitter; permanent ones fail at once with a readable
-reason; an exhausted Instagram budget asks Dagster to retry after the wait, so the run neither
-fails nor loses the event. Whatever ends the run, exactly one ``DataRefreshLog`` entry (keyed by
-run id) tells how.
+load → fetch → upsert → cache → insights → log. Transient failures (network, 5xx, store
+timeouts) are retried with exponential backoff and jitter; permanent ones fail at once with a
+readable reason; an exhausted Instagram budget asks Dagster to retry after the wait, so the run
+neither fails nor loses the event. Whatever ends the run, exactly one ``DataRefreshLog`` entry
+(keyed by run id) tells how.
 """
 
 import contextlib
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pymongo.errors
@@ -35,13 +35,17 @@ from dagster import (
 from ig_refresh_dagster.instagram.errors import (
     AccountGone,
     BudgetExhausted,
+    GraphAuthError,
     InstagramError,
+    PermanentError,
     ScrapeBlocked,
     TransientError,
 )
 from ig_refresh_dagster.instagram.fetcher import FetchOutcome, ProfileFetcher
+from ig_refresh_dagster.instagram.insights import InsightsClient
 from ig_refresh_dagster.resources import InstagramResource, MongoResource, RedisResource
 from ig_refresh_dagster.stores.accounts import AccountRecord, AccountUpdate
+from ig_refresh_dagster.stores.insights import InsightsStore, owner_auth
 
 instagram_accounts = DynamicPartitionsDefinition(name="instagram_accounts")
 
@@ -175,17 +179,62 @@ def refresh_cache(
 
 
 @op(retry_policy=TRANSIENT_RETRIES)
+def collect_insights(
+    context: OpExecutionContext,
+    account: AccountRecord,
+    outcome: FetchOutcome,
+    instagram: InstagramResource,
+    mongo: MongoResource,
+) -> str:
+    """Yesterday's account insights and lifetime insights of recent media, for accounts whose
+    owner authorised the app. Optional: it reports why it did nothing instead of failing the
+    refresh; only transient errors are retried."""
+    auth = owner_auth(mongo.accounts().document(account.id) or {})
+    if auth is None:
+        context.log.info("Insights skipped: the owner has not authorised the app (instagramAuth)")
+        return "skipped: owner has not authorised the app"
+    with _classified(context, "collect insights"):
+        wait = instagram.graph_budget().try_acquire()
+        if wait > 0:
+            context.log.warning(f"Insights skipped: Graph budget exhausted for {wait:.0f}s")
+            return "skipped: Graph budget exhausted"
+        day = (_now() - timedelta(days=1)).date()
+        client = InsightsClient(instagram.graph_api_url, timeout=instagram.timeout_seconds)
+        media_ids = [m.id for m in outcome.profile.recent_media]
+        try:
+            insights = client.fetch(auth.user_id, auth.access_token, media_ids, day)
+        except (GraphAuthError, PermanentError) as exc:
+            context.log.warning(f"Insights not collected: {exc.message}")
+            return f"failed: {exc.reason}"
+        store = InsightsStore(mongo.db())
+        store.ensure_indexes()
+        store.save(account.id, insights, _now())
+    summary = (
+        f"stored {day}: {len(insights.metrics)} account metrics, {len(insights.media)} media"
+        + (
+            f"; unsupported by this Graph version: {', '.join(insights.unsupported)}"
+            if insights.unsupported
+            else ""
+        )
+    )
+    context.log.info(f"Insights {summary}")
+    return summary
+
+
+@op(retry_policy=TRANSIENT_RETRIES)
 def write_refresh_log(
     context: OpExecutionContext,
     outcome: FetchOutcome,
     update: AccountUpdate,
     cache: str,
+    insights: str,
     mongo: MongoResource,
 ) -> Output[dict[str, Any]]:
     profile = outcome.profile
+    notes = [*outcome.notes, f"cache: {cache}", f"insights: {insights}"]
     with _classified(context, "write refresh log"):
         mongo.refresh_log().complete(
-            context.run_id, profile.source, update.before, update.after, _now(), outcome.notes
+            context.run_id, profile.source, update.before, update.after, _now(), notes
         )
     numbers = {
         "followers": profile.followers_count,
@@ -199,6 +248,7 @@ def write_refresh_log(
         "method": profile.method,
         "changed_fields": update.changed,
         "cache": cache,
+        "insights": insights,
         **numbers,
     }
     # Unknown numbers are left out rather than plotted as 0.
@@ -211,6 +261,7 @@ def write_refresh_log(
             "method": profile.method,
             "changed_fields": ", ".join(update.changed) or "none",
             "cache": cache,
+            "insights": insights,
         },
     )
 
@@ -246,7 +297,8 @@ def instagram_profile() -> Any:
     outcome = fetch_profile(account)
     update = upsert_account(account, outcome)
     cache = refresh_cache(account, update)
-    return write_refresh_log(outcome, update, cache)
+    insights = collect_insights(account, outcome)
+    return write_refresh_log(outcome, update, cache, insights)
 
 
 instagram_refresh_job = define_asset_job(

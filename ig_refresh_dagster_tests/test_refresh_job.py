@@ -19,6 +19,8 @@ from dagster import (
 )
 from pytest_httpserver import HTTPServer
 
+from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
+from ig_refresh_dagster.devstack.seed import DemoAccount, demo_accounts, seed_accounts
 from ig_refresh_dagster.devstack.services import free_port
 from ig_refresh_dagster.instagram.errors import BudgetUnavailable
 from ig_refresh_dagster.refresh import fetch_profile
@@ -278,3 +280,62 @@ def test_invalid_token_disables_graph_loudly_then_scrapes(
         assert errors, "every run says loudly that Graph is disabled"
         (log,) = logs_for(mongo_db, result.run_id)
         assert log["source"] == "scrape"
+
+
+@pytest.fixture
+def standin_resources(mongo_uri: str, redis_url_for_test: str) -> Iterator[dict]:
+    """The demo's HTTP stand-in, whose insights endpoints answer for any requested day."""
+    with InstagramStandin(token=TOKEN) as standin:
+        yield job_resources(mongo_uri, redis_url_for_test, standin.graph_url, standin.web_url)
+
+
+def demo_account(username: str) -> DemoAccount:
+    return next(a for a in demo_accounts() if a.username == username)
+
+
+def test_owned_account_gets_one_insights_document_per_day(
+    mongo_db, redis_client: redis.Redis, standin_resources, instance
+) -> None:
+    acme = demo_account("acme.studio")
+    seed_accounts(mongo_db, redis_client, [acme])
+
+    results = [run_refresh(acme.account_id, standin_resources, instance) for _ in range(2)]
+
+    assert all(r.success for r in results)
+    (doc,) = list(mongo_db["InstagramInsights"].find({}))
+    assert doc["accountId"] == ObjectId(acme.account_id)
+    assert doc["metrics"]["reach"] == 1830
+    assert doc["unsupported"] == ["views"]
+    assert doc["media"], "recent media from Business Discovery get their own insights"
+    (log,) = logs_for(mongo_db, results[-1].run_id)
+    assert any(note.startswith("insights: stored") for note in log["notes"])
+    owner_token = acme.auth["accessToken"]
+    for result in results:
+        assert owner_token not in "\n".join(repr(e) for e in instance.all_logs(result.run_id))
+
+
+def test_unauthorised_account_skips_insights_visibly(
+    mongo_db, redis_client: redis.Redis, standin_resources, instance
+) -> None:
+    bluebird = demo_account("bluebird.bakery")
+    seed_accounts(mongo_db, redis_client, [bluebird])
+    result = run_refresh(bluebird.account_id, standin_resources, instance)
+    assert result.success
+    assert result.output_for_node("instagram_profile")["insights"].startswith("skipped")
+    assert mongo_db["InstagramInsights"].count_documents({}) == 0
+
+
+def test_revoked_owner_token_reports_but_does_not_fail_the_refresh(
+    mongo_db, redis_client: redis.Redis, standin_resources, instance
+) -> None:
+    acme = demo_account("acme.studio")
+    seed_accounts(mongo_db, redis_client, [acme])
+    mongo_db["Account"].update_one(
+        {"_id": ObjectId(acme.account_id)}, {"$set": {"instagramAuth.accessToken": "revoked"}}
+    )
+    result = run_refresh(acme.account_id, standin_resources, instance)
+    assert result.success
+    assert result.output_for_node("instagram_profile")["insights"].startswith("failed")
+    assert mongo_db["InstagramInsights"].count_documents({}) == 0
+    fetcher = standin_resources["instagram"].fetcher()
+    assert fetcher.graph_status() is None, "an owner's dead token must not disable our Graph"

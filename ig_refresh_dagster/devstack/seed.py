@@ -24,6 +24,8 @@ class DemoAccount(BaseModel):
     username: str
     expected: Literal["graph", "scrape_json", "scrape_html", "blocked", "gone", "not_found"]
     before: dict[str, Any]
+    # The owner's authorisation (demo token), copied into Account.instagramAuth.
+    auth: dict[str, str] | None = None
 
     @property
     def account_id(self) -> str:
@@ -59,6 +61,7 @@ def seed_accounts(db: Any, cache: redis.Redis, accounts: list[DemoAccount]) -> N
                     "handle": account.username,
                     "accountId": account.cache_id,
                     **account.before,
+                    **({"instagramAuth": account.auth} if account.auth else {}),
                 },
                 "$setOnInsert": {"createdAt": now},
                 "$unset": {"instagramData": "", "lastDataRefresh": ""},

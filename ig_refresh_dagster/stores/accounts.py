@@ -94,6 +94,11 @@ class AccountStore:
             after=_snapshot(after),
         )
 
+    def document(self, account_id: str) -> dict[str, Any] | None:
+        """The raw document, for steps that need fields the refresh never passes around
+        (the owner's token must not travel through Dagster's intermediate storage)."""
+        return self._coll.find_one({"_id": ObjectId(account_id)})
+
     def mark_gone(self, account_id: str, now: datetime) -> None:
         """Instagram answered 404: say so on the account instead of retrying forever."""
         self._coll.update_one(
