@@ -51,12 +51,14 @@ class Outcome(BaseModel):
     status: str
     method: str | None = None
     followers_after: Any = None
+    insights: str = "-"
     detail: str = ""
 
     @property
     def as_expected(self) -> bool:
         status, method = EXPECTED_STATUS[self.account.expected]
-        return self.status == status and (method is None or self.method == method)
+        insights_ok = self.account.auth is None or self.insights.startswith("stored")
+        return self.status == status and (method is None or self.method == method) and insights_ok
 
 
 def _setting(stack: EmbeddedStack, name: str) -> str:
@@ -102,8 +104,15 @@ def _outcome(instance: Any, db: Any, account: DemoAccount, account_id: str) -> O
     common = {"account": account, "account_id": account_id, "method": data.get("method")}
     common["followers_after"] = doc.get("followerCount")
     if run.status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE):
-        detail = log.get("error") or "; ".join(log.get("notes", [])[-1:])
-        return Outcome(**common, status=log.get("status", run.status.value), detail=detail)
+        notes = log.get("notes", [])
+        insights = next((n.split(": ", 1)[1] for n in notes if n.startswith("insights: ")), "-")
+        detail = log.get("error") or "; ".join(notes[:1])
+        return Outcome(
+            **common,
+            status=log.get("status", run.status.value),
+            detail=detail,
+            insights=insights.split(":")[0],
+        )
     retries = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
     if retries:
         warnings = [e.user_message for e in instance.all_logs(run.run_id) if e.level >= 30]
@@ -125,7 +134,15 @@ def _dead_letters(stack: EmbeddedStack) -> list[str]:
 
 
 def _table(outcomes: list[Outcome], dead: list[str]) -> str:
-    header = ("account", "expected", "status", "method", "followers before → after", "detail")
+    header = (
+        "account",
+        "expected",
+        "status",
+        "method",
+        "followers before → after",
+        "insights",
+        "detail",
+    )
     rows = [header] + [
         (
             o.account.username,
@@ -133,6 +150,7 @@ def _table(outcomes: list[Outcome], dead: list[str]) -> str:
             o.status + ("" if o.as_expected else "  ✗ unexpected"),
             o.method or "-",
             f"{o.account.before.get('followerCount', '-')} → {o.followers_after or '-'}",
+            o.insights,
             o.detail[:70],
         )
         for o in outcomes
