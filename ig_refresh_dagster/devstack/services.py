@@ -98,6 +98,10 @@ class ServiceProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._proc.pid, signal.SIGKILL)
                 self._proc.wait()
+        # Grandchildren that outlive their parent (the daemon's gRPC code server ignores the
+        # group SIGTERM and waits for a heartbeat timeout) are still in the group: end them.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
         if self._log is not subprocess.DEVNULL:
             self._log.close()
         return self._proc.returncode
