@@ -175,3 +175,17 @@ def test_missing_topic_skips_with_reason(topics: Topics, instance: DagsterInstan
     result = tick(instance, kafka(topics, topic="never-created-topic"), None)
     assert result.run_requests == []
     assert "no new messages" in result.skip_reason.skip_message
+
+
+def test_message_on_a_new_partition_is_read_while_another_is_caught_up(
+    topics: Topics, instance: DagsterInstance
+) -> None:
+    """Regression: a fetch that includes a caught-up partition was held by the broker long
+    enough for the tick to give up before the new partition's message arrived."""
+    a, b = account_ids(2)
+    topics.publish([refresh_event(a)], partition=0)
+    first = tick(instance, kafka(topics), None)
+    for round_ in range(3):
+        topics.publish([refresh_event(b)], partition=2)
+        result = tick(instance, kafka(topics), first.cursor)
+        assert [r.partition_key for r in result.run_requests] == [b], f"round {round_}"
