@@ -92,7 +92,7 @@ def bench_sensor(bootstrap: str, home: Path) -> tuple[float, float]:
     return baseline, tick
 
 
-def bench_refresh(stack, account_id: str) -> tuple[float, float, float]:
+def bench_refresh(stack, account_id: str) -> tuple[float, float, float, float]:
     from ig_refresh_dagster.definitions import defs
 
     job = defs.resolve_job_def("instagram_refresh_job")
@@ -104,10 +104,10 @@ def bench_refresh(stack, account_id: str) -> tuple[float, float, float]:
     )
     topic = stack.env.get("INSTAGRAM_REFRESH_TOPIC", "data-refresh-instagram")
     stack.launch("dagster-daemon", [venv_bin("dagster-daemon"), "run", "-w", WORKSPACE])
-    end_to_end, in_run = [], []
+    end_to_end, in_run, to_request = [], [], []
     for i in range(REPEATS):
         before = {r.run_id for r in instance.get_runs(RunsFilter(job_name=job.name))}
-        published = time.perf_counter()
+        published, published_wall = time.perf_counter(), time.time()
         publish(
             stack.env["KAFKA_BOOTSTRAP_SERVERS"],
             topic,
@@ -123,6 +123,8 @@ def bench_refresh(stack, account_id: str) -> tuple[float, float, float]:
                 end_to_end.append(time.perf_counter() - published)
                 stats = instance.get_run_stats(new[0].run_id)
                 in_run.append(stats.end_time - stats.start_time)
+                record = instance.get_run_record_by_id(new[0].run_id)
+                to_request.append(record.create_timestamp.timestamp() - published_wall)
                 break
             if new and new[0].status == DagsterRunStatus.FAILURE:
                 raise RuntimeError(f"benchmark run failed: {new[0].run_id}")
@@ -131,7 +133,12 @@ def bench_refresh(stack, account_id: str) -> tuple[float, float, float]:
                 raise RuntimeError(f"no run succeeded within 120 s: {new}\n{logs}")
             time.sleep(0.1)
     instance.dispose()
-    return in_process, statistics.median(end_to_end), statistics.median(in_run)
+    return (
+        in_process,
+        statistics.median(end_to_end),
+        statistics.median(in_run),
+        statistics.median(to_request),
+    )
 
 
 def main() -> None:
@@ -152,12 +159,13 @@ def main() -> None:
             {"data-refresh-instagram": 3, "data-refresh-instagram.dlq": 1},
         )
         baseline, tick = bench_sensor(stack.env["KAFKA_BOOTSTRAP_SERVERS"], stack.dagster_home)
-        in_process, e2e, in_run = bench_refresh(stack, account.account_id)
+        in_process, e2e, in_run, to_request = bench_refresh(stack, account.account_id)
     rows = [
         ("bare confluent-kafka read of 1,000 messages (baseline)", baseline, baseline),
         ("sensor tick on a 1,000-event backlog", tick, baseline),
         ("one refresh, execute_in_process (baseline)", in_process, in_process),
         ("one refresh, run start → end inside the daemon run", in_run, in_process),
+        ("one refresh, Kafka publish → run requested by sensor", to_request, in_process),
         ("one refresh, Kafka publish → run SUCCESS (daemon)", e2e, in_process),
     ]
     print(f"{'measure':54} {'seconds':>8} {'x baseline':>11}")
