@@ -26,10 +26,16 @@ SERVICE_VARIABLES = (
 )
 
 
+def clean_environment(data_dir: Path) -> dict[str, str]:
+    """A newcomer's shell: no service variables, so the command starts its own stack."""
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    env["IG_REFRESH_DATA_DIR"] = str(data_dir)
+    return env
+
+
 @pytest.mark.timeout(420)
 def test_demo_refreshes_every_seeded_account_and_dead_letters_bad_events(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
-    env["IG_REFRESH_DATA_DIR"] = str(tmp_path)
+    env = clean_environment(tmp_path)
     demo = subprocess.run(
         [str(Path(sys.executable).parent / "ig-refresh"), "demo"],
         env=env,
@@ -72,8 +78,7 @@ def _wait_for(url: str, status: int, deadline: float) -> str:
 @pytest.mark.timeout(300)
 def test_dev_serves_ui_and_health_then_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     """`ig-refresh dev` binds the fixed ports 3000 and 3053, as the README promises."""
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
-    env["IG_REFRESH_DATA_DIR"] = str(tmp_path)
+    env = clean_environment(tmp_path)
     dev = subprocess.Popen(
         [str(Path(sys.executable).parent / "ig-refresh"), "dev"],
         env=env,

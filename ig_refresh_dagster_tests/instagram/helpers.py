@@ -12,6 +12,7 @@ from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.devstack.instagram_standin import response_from_spec
 from ig_refresh_dagster.instagram import GraphClient, InstagramProfile, ProfileScraper
+from ig_refresh_dagster.instagram.errors import InstagramError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BUSINESS_ID = "17841400000000001"
@@ -86,3 +87,12 @@ def check_profile(profile: InstagramProfile, expected: dict[str, Any]) -> None:
             assert profile.engagement_rate == pytest.approx(value, abs=1e-4)
         else:
             assert dumped[key] == value, key
+
+
+def check_error(error: InstagramError, expect: dict[str, Any]) -> None:
+    """A corpus case's expected error class, reason and wait."""
+    assert type(error).__name__ == expect["error"]
+    if "reason" in expect:
+        assert error.reason == expect["reason"]
+    if "retry_after" in expect:
+        assert error.retry_after == expect["retry_after"]

@@ -22,6 +22,7 @@ from .helpers import (
     GRAPH_PATH,
     TOKEN,
     case_params,
+    check_error,
     check_profile,
     graph_client,
     load_case,
@@ -45,11 +46,7 @@ def test_graph_corpus(httpserver: HTTPServer, case: dict[str, Any]) -> None:
         with pytest.raises(InstagramError) as info:
             client.fetch(case["username"])
         error = info.value
-        assert type(error).__name__ == expect["error"]
-        if "reason" in expect:
-            assert error.reason == expect["reason"]
-        if "retry_after" in expect:
-            assert error.retry_after == expect["retry_after"]
+        check_error(error, expect)
         if "usage" in expect:
             assert error.usage is not None
             assert error.usage.model_dump() == expect["usage"]

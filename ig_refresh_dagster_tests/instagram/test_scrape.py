@@ -19,6 +19,7 @@ from ig_refresh_dagster.instagram.scrape import IG_APP_ID
 from .helpers import (
     JSON_PATH,
     case_params,
+    check_error,
     check_profile,
     load_case,
     requested_kinds,
@@ -35,11 +36,7 @@ def test_scrape_corpus(httpserver: HTTPServer, case: dict[str, Any]) -> None:
         with pytest.raises(InstagramError) as info:
             scraper(httpserver).fetch(case["username"])
         error = info.value
-        assert type(error).__name__ == expect["error"]
-        if "reason" in expect:
-            assert error.reason == expect["reason"]
-        if "retry_after" in expect:
-            assert error.retry_after == expect["retry_after"]
+        check_error(error, expect)
     else:
         profile = scraper(httpserver).fetch(case["username"])
         assert profile.source == "scrape"
