@@ -1,0 +1,67 @@
+"""The code location as tests outside this repo see it: names, defaults, and secret handling."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from dagster import AssetKey, DefaultSensorStatus, DynamicPartitionsDefinition, EnvVar
+
+from ig_refresh_dagster.definitions import build_resources
+from ig_refresh_dagster.settings import PROJECT_ROOT
+
+
+def test_external_names_are_as_documented() -> None:
+    from ig_refresh_dagster import defs
+
+    sensor = defs.resolve_sensor_def("instagram_refresh_sensor")
+    assert sensor.default_status == DefaultSensorStatus.RUNNING
+    job = defs.resolve_job_def("instagram_refresh_job")
+    assert job.partitions_def == DynamicPartitionsDefinition(name="instagram_accounts")
+    asset = defs.resolve_assets_def(AssetKey("instagram_profile"))
+    assert asset.partitions_def.name == "instagram_accounts"
+    steps = {node.name for node in asset.node_def.nodes}
+    assert steps == {
+        "load_account",
+        "fetch_profile",
+        "upsert_account",
+        "refresh_cache",
+        "collect_insights",
+        "write_refresh_log",
+    }
+    assert {"mongo", "redis", "kafka", "instagram"} <= set(defs.resources)
+
+
+def test_set_variables_reach_resources_as_env_vars_and_tokens_stay_out_of_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The UI shows a resource's config; a set variable must appear there by name only."""
+    monkeypatch.setenv("INSTAGRAM_ACCESS_TOKEN", "EAAG-token-for-the-ui-test")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker:9092")
+    resources = build_resources()
+    token = resources["instagram"].access_token
+    assert isinstance(token, EnvVar)
+    assert token == "INSTAGRAM_ACCESS_TOKEN", "the config holds the variable's name, not its value"
+    assert "EAAG-token-for-the-ui-test" not in repr(resources["instagram"])
+    assert resources["kafka"].bootstrap_servers == EnvVar("KAFKA_BOOTSTRAP_SERVERS")
+
+
+def test_workspace_loads_the_code_location() -> None:
+    """What `dagster-webserver -w workspace.yaml` and the daemon do first."""
+    listing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "definitions",
+            "validate",
+            "-w",
+            str(PROJECT_ROOT / "workspace.yaml"),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listing.returncode == 0, listing.stdout + listing.stderr
