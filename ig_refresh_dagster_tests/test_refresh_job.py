@@ -339,3 +339,17 @@ def test_revoked_owner_token_reports_but_does_not_fail_the_refresh(
     assert mongo_db["InstagramInsights"].count_documents({}) == 0
     fetcher = standin_resources["instagram"].fetcher()
     assert fetcher.graph_status() is None, "an owner's dead token must not disable our Graph"
+
+
+def test_partition_key_that_is_not_an_object_id_fails_clearly(
+    mongo_db, httpserver: HTTPServer, resources, instance
+) -> None:
+    """An analyst's hand-added partition key never reaches Mongo or Instagram."""
+    result = run_refresh("NotAnObjectId", resources, instance)
+    assert not result.success
+    (failure,) = step_events(instance, result.run_id, DagsterEventType.STEP_FAILURE)
+    assert "is not a lower-case 24-hex ObjectId" in failure.dagster_event.message + str(
+        failure.dagster_event.event_specific_data
+    )
+    assert mongo_db["DataRefreshLog"].count_documents({}) == 0
+    assert httpserver.log == []
