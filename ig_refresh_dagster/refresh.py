@@ -206,9 +206,7 @@ def collect_insights(
         except (GraphAuthError, PermanentError) as exc:
             context.log.warning(f"Insights not collected: {exc.message}")
             return f"failed: {exc.reason}"
-        store = InsightsStore(mongo.db())
-        store.ensure_indexes()
-        store.save(account.id, insights, _now())
+        InsightsStore(mongo.db()).save(account.id, insights, _now())
     summary = (
         f"stored {day}: {len(insights.metrics)} account metrics, {len(insights.media)} media"
         + (

@@ -19,6 +19,7 @@ from ig_refresh_dagster.stores.accounts import AccountStore
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.cache import ProfileCache
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
+from ig_refresh_dagster.stores.insights import InsightsStore
 from ig_refresh_dagster.stores.mongo import open_client
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
 from ig_refresh_dagster.topic_reader import PollLimits, TopicReader
@@ -47,8 +48,13 @@ class MongoResource(ConfigurableResource):
     _client: Any = PrivateAttr(default=None)
 
     def db(self) -> Any:
+        """Opened on first use, inside a step, so a store that is down is a retried step error
+        rather than a resource-init failure; the unique indexes are ensured once per process."""
         if self._client is None:
-            self._client = open_client(self.uri)
+            client = open_client(self.uri)
+            RefreshLogStore(client[self.database]).ensure_indexes()
+            InsightsStore(client[self.database]).ensure_indexes()
+            self._client = client
         return self._client[self.database]
 
     def accounts(self) -> AccountStore:

@@ -24,6 +24,7 @@ from ig_refresh_dagster.devstack.seed import DemoAccount, demo_accounts, seed_ac
 from ig_refresh_dagster.devstack.services import free_port
 from ig_refresh_dagster.instagram.errors import BudgetUnavailable
 from ig_refresh_dagster.refresh import fetch_profile
+from ig_refresh_dagster.resources import MongoResource
 from ig_refresh_dagster.stores.accounts import AccountRecord
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.cache import cache_key
@@ -353,3 +354,16 @@ def test_partition_key_that_is_not_an_object_id_fails_clearly(
     )
     assert mongo_db["DataRefreshLog"].count_documents({}) == 0
     assert httpserver.log == []
+
+
+def test_mongo_resource_ensures_unique_indexes(mongo_db, mongo_uri: str) -> None:
+    """One log per run and one insights document per account-day hold in the store itself."""
+    MongoResource(uri=mongo_uri).db()
+    unique = {
+        coll: [ix["key"] for ix in mongo_db[coll].index_information().values() if ix.get("unique")]
+        for coll in ("DataRefreshLog", "InstagramInsights")
+    }
+    assert unique == {
+        "DataRefreshLog": [[("runId", 1)]],
+        "InstagramInsights": [[("accountId", 1), ("day", 1)]],
+    }
