@@ -102,7 +102,7 @@ def bench_refresh(stack, account_id: str) -> tuple[float, float, float, float]:
     in_process = median_seconds(
         lambda: job.execute_in_process(partition_key=account_id, instance=instance)
     )
-    topic = stack.env.get("INSTAGRAM_REFRESH_TOPIC", "data-refresh-instagram")
+    topic = stack.setting("INSTAGRAM_REFRESH_TOPIC")
     stack.launch("dagster-daemon", [venv_bin("dagster-daemon"), "run", "-w", WORKSPACE])
     end_to_end, in_run, to_request = [], [], []
     for i in range(REPEATS):
@@ -156,7 +156,10 @@ def main() -> None:
         client.close()
         ensure_topics(
             stack.env["KAFKA_BOOTSTRAP_SERVERS"],
-            {"data-refresh-instagram": 3, "data-refresh-instagram.dlq": 1},
+            {
+                stack.setting("INSTAGRAM_REFRESH_TOPIC"): 3,
+                stack.setting("INSTAGRAM_REFRESH_DLQ_TOPIC"): 1,
+            },
         )
         baseline, tick = bench_sensor(stack.env["KAFKA_BOOTSTRAP_SERVERS"], stack.dagster_home)
         in_process, e2e, in_run, to_request = bench_refresh(stack, account.account_id)

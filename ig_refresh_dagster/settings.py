@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 from dagster import EnvVar
-from pydantic import BaseModel
 
 from ig_refresh_dagster.stores.mongo import litemongo_uri
 
@@ -22,92 +21,38 @@ def data_dir() -> Path:
     return Path(os.environ.get("IG_REFRESH_DATA_DIR", PROJECT_ROOT / ".data")).resolve()
 
 
-class Setting(BaseModel):
-    name: str
-    default: str | int | float | None
-    description: str
-    secret: bool = False
-
-
-SETTINGS: dict[str, Setting] = {
-    s.name: s
-    for s in [
-        Setting(
-            name="KAFKA_BOOTSTRAP_SERVERS",
-            default=None,
-            description="Kafka brokers; unset: the embedded broker the README commands start",
-        ),
-        Setting(
-            name="INSTAGRAM_REFRESH_TOPIC",
-            default="data-refresh-instagram",
-            description="topic of refresh events",
-        ),
-        Setting(
-            name="INSTAGRAM_REFRESH_DLQ_TOPIC",
-            default="data-refresh-instagram.dlq",
-            description="dead-letter topic for rejected events",
-        ),
-        Setting(
-            name="MONGODB_URI",
-            default=None,
-            description="mongodb:// or mongodb+srv:// URI, or litemongo:///ABS/DIR; "
-            "unset: embedded store in .data/mongo",
-        ),
-        Setting(name="MONGODB_DATABASE", default="ratecreator", description="database name"),
-        Setting(
-            name="REDIS_URL",
-            default=None,
-            description="Redis for the cache and the budget; unset: the embedded valkey",
-        ),
-        Setting(
-            name="INSTAGRAM_ACCESS_TOKEN",
-            default=None,
-            secret=True,
-            description="Graph API token; unset: scraping only",
-        ),
-        Setting(
-            name="INSTAGRAM_BUSINESS_ACCOUNT_ID",
-            default=None,
-            description="IG business account that runs Business Discovery",
-        ),
-        Setting(
-            name="INSTAGRAM_GRAPH_API_URL",
-            default="https://graph.facebook.com/v21.0",
-            description="Graph API base URL including the version",
-        ),
-        Setting(
-            name="INSTAGRAM_WEB_URL",
-            default="https://www.instagram.com",
-            description="public web base URL for the scraping fallback",
-        ),
-        Setting(
-            name="INSTAGRAM_HOURLY_BUDGET",
-            default=200,
-            description="Graph calls per rolling hour, fleet-wide",
-        ),
-        Setting(
-            name="INSTAGRAM_SCRAPE_HOURLY_BUDGET",
-            default=60,
-            description="public-page fetches per rolling hour, fleet-wide",
-        ),
-        Setting(name="PORT", default=3053, description="health sidecar port"),
-    ]
+# Defaults of the settings whose variable is unset (None: no default). What each one means is
+# documented once, in the README's configuration table.
+DEFAULTS: dict[str, str | int | None] = {
+    "KAFKA_BOOTSTRAP_SERVERS": None,
+    "INSTAGRAM_REFRESH_TOPIC": "data-refresh-instagram",
+    "INSTAGRAM_REFRESH_DLQ_TOPIC": "data-refresh-instagram.dlq",
+    "MONGODB_URI": None,  # the embedded store in data_dir()/mongo, see env_or_default
+    "MONGODB_DATABASE": "ratecreator",
+    "REDIS_URL": None,
+    "INSTAGRAM_ACCESS_TOKEN": None,
+    "INSTAGRAM_BUSINESS_ACCOUNT_ID": None,
+    "INSTAGRAM_GRAPH_API_URL": "https://graph.facebook.com/v21.0",
+    "INSTAGRAM_WEB_URL": "https://www.instagram.com",
+    "INSTAGRAM_HOURLY_BUDGET": 200,
+    "INSTAGRAM_SCRAPE_HOURLY_BUDGET": 60,
+    "PORT": 3053,
 }
 
 
 def env_or_default(name: str) -> EnvVar | str | None:
-    setting = SETTINGS[name]
     if os.environ.get(name):
         return EnvVar(name)
     if name == "MONGODB_URI":
         return litemongo_uri(data_dir() / "mongo")
-    return None if setting.default is None else str(setting.default)
+    default = DEFAULTS[name]
+    return None if default is None else str(default)
 
 
 def env_int_or_default(name: str) -> EnvVar | int:
     if os.environ.get(name):
         return EnvVar.int(name)
-    return int(SETTINGS[name].default)  # type: ignore[arg-type]
+    return int(DEFAULTS[name])  # type: ignore[arg-type]
 
 
 def resolved(name: str) -> str | None:

@@ -28,7 +28,7 @@ from ig_refresh_dagster.devstack.seed import (
     seed_accounts,
 )
 from ig_refresh_dagster.devstack.stack import EmbeddedStack, embedded_stack, venv_bin
-from ig_refresh_dagster.settings import PROJECT_ROOT, SETTINGS
+from ig_refresh_dagster.settings import PROJECT_ROOT
 from ig_refresh_dagster.stores.mongo import open_client
 from ig_refresh_dagster.topic_reader import PollLimits, TopicCursor, TopicReader
 
@@ -61,25 +61,21 @@ class Outcome(BaseModel):
         return self.status == status and (method is None or self.method == method) and insights_ok
 
 
-def _setting(stack: EmbeddedStack, name: str) -> str:
-    return stack.env.get(name) or str(SETTINGS[name].default)
-
-
 def prepare(stack: EmbeddedStack) -> list[DemoAccount]:
     """Seed Mongo and the cache, create the topics, publish the demo events."""
     accounts = demo_accounts()
     client = open_client(stack.env["MONGODB_URI"])
     try:
         seed_accounts(
-            client[_setting(stack, "MONGODB_DATABASE")],
+            client[stack.setting("MONGODB_DATABASE")],
             redis.Redis.from_url(stack.env["REDIS_URL"]),
             accounts,
         )
     finally:
         client.close()
     bootstrap = stack.env["KAFKA_BOOTSTRAP_SERVERS"]
-    topic = _setting(stack, "INSTAGRAM_REFRESH_TOPIC")
-    ensure_topics(bootstrap, {topic: 3, _setting(stack, "INSTAGRAM_REFRESH_DLQ_TOPIC"): 1})
+    topic = stack.setting("INSTAGRAM_REFRESH_TOPIC")
+    ensure_topics(bootstrap, {topic: 3, stack.setting("INSTAGRAM_REFRESH_DLQ_TOPIC"): 1})
     publish(bootstrap, topic, demo_events(accounts))
     return accounts
 
@@ -127,7 +123,7 @@ def _collect(instance: Any, db: Any, accounts: list[DemoAccount]) -> list[Outcom
 
 
 def _dead_letters(stack: EmbeddedStack) -> list[str]:
-    topic = _setting(stack, "INSTAGRAM_REFRESH_DLQ_TOPIC")
+    topic = stack.setting("INSTAGRAM_REFRESH_DLQ_TOPIC")
     with TopicReader(stack.env["KAFKA_BOOTSTRAP_SERVERS"], topic, "ig-refresh-demo") as reader:
         polled = reader.poll(TopicCursor(topic=topic), PollLimits(idle_seconds=1.0))
     return [dict(m.headers).get("dlq-reason", b"?").decode() for m in polled.messages]
@@ -186,7 +182,7 @@ def run_demo(data_dir: Path, timeout: float = 300.0) -> int:
         print("dagster-daemon running; waiting for every demo event to have an outcome…")
         instance = DagsterInstance.from_config(str(stack.dagster_home))
         client = open_client(stack.env["MONGODB_URI"])
-        db = client[_setting(stack, "MONGODB_DATABASE")]
+        db = client[stack.setting("MONGODB_DATABASE")]
         try:
             while True:
                 outcomes = _collect(instance, db, accounts)
@@ -217,7 +213,7 @@ def run_dev(data_dir: Path) -> int:
     with embedded_stack(data_dir, data_dir / "dagster_home") as stack:
         prepare(stack)
         _start_dagster(stack, webserver=True)
-        port = int(_setting(stack, "PORT"))
+        port = int(stack.setting("PORT"))
         stack.launch("health", [venv_bin("ig-refresh"), "health", "--port", str(port)], port=port)
         print(
             f"Dagster UI   http://127.0.0.1:3000  (runs appear within ~10 s)\n"

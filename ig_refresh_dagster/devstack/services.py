@@ -80,13 +80,6 @@ class ServiceProcess:
                 self.stop()
                 raise
 
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
-    def alive(self) -> bool:
-        return self._proc.poll() is None
-
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM to the whole process group, SIGKILL after ``timeout``; the exit code."""
         if self._proc.poll() is None:

@@ -77,8 +77,12 @@ class EmbeddedStack:
         self.started.append(process.name)
         return process
 
-    def setting(self, name: str) -> str | None:
-        return self.env.get(name) or resolved(name)
+    def setting(self, name: str) -> str:
+        """A setting as the stack's children see it; raises for one that has no value."""
+        value = self.env.get(name) or resolved(name)
+        if value is None:
+            raise KeyError(f"{name} is not set and has no default")
+        return value
 
     def launch(self, name: str, argv: list[str], port: int | None = None) -> ServiceProcess:
         """A Dagster or sidecar process with the stack's environment, in its own session so
