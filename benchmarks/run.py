@@ -29,10 +29,14 @@ from ig_refresh_dagster.devstack.seed import (
     publish,
     seed_accounts,
 )
-from ig_refresh_dagster.devstack.stack import embedded_stack, venv_bin
-from ig_refresh_dagster.refresh import instagram_accounts
-from ig_refresh_dagster.resources import KafkaResource
-from ig_refresh_dagster.sensors import instagram_refresh_sensor
+from ig_refresh_dagster.devstack.stack import (
+    EMBEDDED_BROKER_FETCH_WAIT_MS,
+    embedded_stack,
+    venv_bin,
+)
+from ig_refresh_dagster.partitions import instagram_accounts
+from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
+from ig_refresh_dagster.refresh.resources import KafkaResource
 from ig_refresh_dagster.stores.mongo import open_client
 
 BACKLOG = 1000
@@ -84,6 +88,7 @@ def bench_sensor(bootstrap: str, home: Path) -> tuple[float, float]:
         topic=topic,
         dlq_topic=f"{topic}.dlq",
         max_messages_per_tick=BACKLOG,
+        fetch_wait_max_ms=int(EMBEDDED_BROKER_FETCH_WAIT_MS),
     )
     baseline = median_seconds(lambda: bare_read(bootstrap, topic, 3))
     instance = DagsterInstance.from_config(str(home))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ig_refresh_dagster.settings import data_dir
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ig-refresh", description=__doc__)
@@ -17,12 +15,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("health", help="health sidecar (/health, /ready)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "health":
-        from ig_refresh_dagster.health import main as health_main
+        from ig_refresh_dagster.health.server import main as health_main
 
         return health_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     from ig_refresh_dagster.devstack.demo import run_demo, run_dev
+    from ig_refresh_dagster.devstack.stack import data_dir
 
     if args.command == "demo":
         return run_demo(data_dir(), timeout=args.timeout)

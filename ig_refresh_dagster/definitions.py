@@ -1,44 +1,57 @@
-"""The code location: one asset, one job, one sensor, and the resources they share."""
+"""The code location: wiring only. Assets, jobs, sensors, and resources configured from the
+settings table, each set variable passed as an ``EnvVar`` so the UI never shows its value."""
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, EnvVar
 
-from ig_refresh_dagster.refresh import instagram_profile, instagram_refresh_job
-from ig_refresh_dagster.resources import (
+from ig_refresh_dagster import settings
+from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
+from ig_refresh_dagster.refresh.job import instagram_profile, instagram_refresh_job
+from ig_refresh_dagster.refresh.resources import (
     InstagramResource,
     KafkaResource,
     MongoResource,
     RedisResource,
 )
-from ig_refresh_dagster.sensors import (
-    instagram_refresh_sensor,
+from ig_refresh_dagster.refresh.run_status import (
     refresh_canceled_log_sensor,
     refresh_failure_log_sensor,
 )
-from ig_refresh_dagster.settings import env_int_or_default, env_or_default
+
+
+def env(name: str) -> EnvVar | str | None:
+    if settings.is_set(name):
+        return EnvVar(name)
+    return settings.value(name)
+
+
+def env_int(name: str) -> EnvVar | int | None:
+    if settings.is_set(name):
+        return EnvVar.int(name)
+    fallback = settings.default(name)
+    return None if fallback is None else int(fallback)
 
 
 def build_resources() -> dict[str, object]:
-    redis_resource = RedisResource(url=env_or_default("REDIS_URL"))
+    redis_resource = RedisResource(url=env("REDIS_URL"))
     return {
-        "mongo": MongoResource(
-            uri=env_or_default("MONGODB_URI"), database=env_or_default("MONGODB_DATABASE")
-        ),
+        "mongo": MongoResource(uri=env("MONGODB_URI"), database=env("MONGODB_DATABASE")),
         "redis": redis_resource,
         "kafka": KafkaResource(
-            bootstrap_servers=env_or_default("KAFKA_BOOTSTRAP_SERVERS"),
-            topic=env_or_default("INSTAGRAM_REFRESH_TOPIC"),
-            dlq_topic=env_or_default("INSTAGRAM_REFRESH_DLQ_TOPIC"),
+            bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS"),
+            topic=env("INSTAGRAM_REFRESH_TOPIC"),
+            dlq_topic=env("INSTAGRAM_REFRESH_DLQ_TOPIC"),
+            fetch_wait_max_ms=env_int("KAFKA_FETCH_WAIT_MAX_MS"),
         ),
         "instagram": InstagramResource(
             redis=redis_resource,
-            graph_api_url=env_or_default("INSTAGRAM_GRAPH_API_URL"),
-            web_url=env_or_default("INSTAGRAM_WEB_URL"),
-            access_token=env_or_default("INSTAGRAM_ACCESS_TOKEN"),
-            business_account_id=env_or_default("INSTAGRAM_BUSINESS_ACCOUNT_ID"),
-            hourly_budget=env_int_or_default("INSTAGRAM_HOURLY_BUDGET"),
-            scrape_hourly_budget=env_int_or_default("INSTAGRAM_SCRAPE_HOURLY_BUDGET"),
+            graph_api_url=env("INSTAGRAM_GRAPH_API_URL"),
+            web_url=env("INSTAGRAM_WEB_URL"),
+            access_token=env("INSTAGRAM_ACCESS_TOKEN"),
+            business_account_id=env("INSTAGRAM_BUSINESS_ACCOUNT_ID"),
+            hourly_budget=env_int("INSTAGRAM_HOURLY_BUDGET"),
+            scrape_hourly_budget=env_int("INSTAGRAM_SCRAPE_HOURLY_BUDGET"),
         ),
     }
 

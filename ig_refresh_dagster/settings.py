@@ -1,61 +1,78 @@
-"""Where every setting comes from: one table, read in one place.
+"""Every setting the pipeline reads from its environment: one table, one default each.
 
-A variable that is set is passed to Dagster as ``EnvVar`` (the UI then shows the variable's
-name, never its value — tokens included); an unset one falls back to its default here.
+Dagster-free on purpose: ``definitions.py`` turns a set variable into an ``EnvVar`` (so the UI
+shows the variable's name, never its value) and an unset one into the default below; the health
+sidecar and the CLI read plain values through ``value``. What each setting means is documented
+once, in the README's configuration table (a test keeps the two in step).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from dagster import EnvVar
-
-from ig_refresh_dagster.stores.mongo import litemongo_uri
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from pydantic import BaseModel, ConfigDict
 
 
-def data_dir() -> Path:
-    """The project's local data folder: embedded Mongo files, Dagster home, logs."""
-    return Path(os.environ.get("IG_REFRESH_DATA_DIR", PROJECT_ROOT / ".data")).resolve()
+class Setting(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    default: str | int | None = None
+    secret: bool = False
 
 
-# Defaults of the settings whose variable is unset (None: no default). What each one means is
-# documented once, in the README's configuration table.
-DEFAULTS: dict[str, str | int | None] = {
-    "KAFKA_BOOTSTRAP_SERVERS": None,
-    "INSTAGRAM_REFRESH_TOPIC": "data-refresh-instagram",
-    "INSTAGRAM_REFRESH_DLQ_TOPIC": "data-refresh-instagram.dlq",
-    "MONGODB_URI": None,  # the embedded store in data_dir()/mongo, see env_or_default
-    "MONGODB_DATABASE": "ratecreator",
-    "REDIS_URL": None,
-    "INSTAGRAM_ACCESS_TOKEN": None,
-    "INSTAGRAM_BUSINESS_ACCOUNT_ID": None,
-    "INSTAGRAM_GRAPH_API_URL": "https://graph.facebook.com/v21.0",
-    "INSTAGRAM_WEB_URL": "https://www.instagram.com",
-    "INSTAGRAM_HOURLY_BUDGET": 200,
-    "INSTAGRAM_SCRAPE_HOURLY_BUDGET": 60,
-    "PORT": 3053,
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in [
+        Setting(name="KAFKA_BOOTSTRAP_SERVERS"),
+        Setting(name="KAFKA_FETCH_WAIT_MAX_MS"),
+        Setting(name="INSTAGRAM_REFRESH_TOPIC", default="data-refresh-instagram"),
+        Setting(name="INSTAGRAM_REFRESH_DLQ_TOPIC", default="data-refresh-instagram.dlq"),
+        Setting(name="MONGODB_URI", secret=True),
+        Setting(name="MONGODB_DATABASE", default="ratecreator"),
+        Setting(name="REDIS_URL", secret=True),
+        Setting(name="INSTAGRAM_ACCESS_TOKEN", secret=True),
+        Setting(name="INSTAGRAM_BUSINESS_ACCOUNT_ID"),
+        Setting(name="INSTAGRAM_GRAPH_API_URL", default="https://graph.facebook.com/v21.0"),
+        Setting(name="INSTAGRAM_WEB_URL", default="https://www.instagram.com"),
+        Setting(name="INSTAGRAM_HOURLY_BUDGET", default=200),
+        Setting(name="INSTAGRAM_SCRAPE_HOURLY_BUDGET", default=60),
+        Setting(name="HOST", default="127.0.0.1"),
+        Setting(name="PORT", default=3053),
+    ]
 }
 
 
-def env_or_default(name: str) -> EnvVar | str | None:
-    if os.environ.get(name):
-        return EnvVar(name)
-    if name == "MONGODB_URI":
-        return litemongo_uri(data_dir() / "mongo")
-    default = DEFAULTS[name]
-    return None if default is None else str(default)
+def is_set(name: str) -> bool:
+    """Set and non-empty (an empty variable means "use the default", as in a Helm chart)."""
+    _setting(name)
+    return bool(os.environ.get(name))
 
 
-def env_int_or_default(name: str) -> EnvVar | int:
-    if os.environ.get(name):
-        return EnvVar.int(name)
-    return int(DEFAULTS[name])  # type: ignore[arg-type]
+def default(name: str) -> str | int | None:
+    return _setting(name).default
 
 
-def resolved(name: str) -> str | None:
-    """The plain value, for code outside Dagster (CLI, health sidecar)."""
-    value = env_or_default(name)
-    return value.get_value() if isinstance(value, EnvVar) else value
+def value(name: str) -> str | None:
+    """The environment's value, else the default as text, else None."""
+    if is_set(name):
+        return os.environ[name]
+    fallback = default(name)
+    return None if fallback is None else str(fallback)
+
+
+def int_value(name: str) -> int:
+    raw = value(name)
+    if raw is None:
+        raise ValueError(f"{name} has no value and no default")
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw[:40]!r}") from None
+
+
+def _setting(name: str) -> Setting:
+    try:
+        return SETTINGS[name]
+    except KeyError:
+        raise KeyError(f"{name} is not in the settings table (settings.py)") from None

@@ -7,8 +7,9 @@ from typing import Any
 from bson import ObjectId
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
 
-from ig_refresh_dagster.refresh import instagram_accounts, instagram_profile, instagram_refresh_job
-from ig_refresh_dagster.resources import (
+from ig_refresh_dagster.definitions import defs
+from ig_refresh_dagster.partitions import instagram_accounts
+from ig_refresh_dagster.refresh.resources import (
     InstagramResource,
     KafkaResource,
     MongoResource,
@@ -44,14 +45,26 @@ def job_resources(
     }
 
 
+def real_defs(resources: dict[str, Any]) -> Definitions:
+    """The code location's own ``defs`` (assets, jobs, sensors, executor) with the test's
+    resources in place of the environment's, so a wiring mistake in definitions.py fails here."""
+    return Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=defs.jobs,
+        sensors=defs.sensors,
+        schedules=defs.schedules,
+        executor=defs.executor,
+        resources=resources,
+    )
+
+
 def run_refresh(
     account_id: str, resources: dict[str, Any], instance: DagsterInstance
 ) -> ExecuteInProcessResult:
     if not instance.has_dynamic_partition(instagram_accounts.name, account_id):
         instance.add_dynamic_partitions(instagram_accounts.name, [account_id])
-    job = Definitions(
-        assets=[instagram_profile], jobs=[instagram_refresh_job], resources=resources
-    ).resolve_job_def("instagram_refresh_job")
+    job = real_defs(resources).resolve_job_def("instagram_refresh_job")
     return job.execute_in_process(partition_key=account_id, instance=instance, raise_on_error=False)
 
 

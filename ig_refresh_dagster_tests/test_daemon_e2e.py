@@ -17,7 +17,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
 from ig_refresh_dagster.devstack.seed import DemoEvent, demo_accounts, publish, seed_accounts
 from ig_refresh_dagster.devstack.services import ServiceProcess
-from ig_refresh_dagster.settings import PROJECT_ROOT
+from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 from ig_refresh_dagster.stores.cache import cache_key
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.kafka_helpers import read_topic, refresh_event

@@ -9,7 +9,7 @@ import pytest
 from dagster import AssetKey, DefaultSensorStatus, DynamicPartitionsDefinition, EnvVar
 
 from ig_refresh_dagster.definitions import build_resources
-from ig_refresh_dagster.settings import PROJECT_ROOT
+from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 
 
 def test_external_names_are_as_documented() -> None:

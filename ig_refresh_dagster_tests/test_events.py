@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from ig_refresh_dagster.events import RefreshEvent, Rejection, RejectReason, parse_event
-from ig_refresh_dagster.tick_plan import plan_tick
-from ig_refresh_dagster.topic_reader import ConsumedMessage
+from ig_refresh_dagster.intake.events import RefreshEvent, Rejection, RejectReason, parse_event
+from ig_refresh_dagster.intake.tick_plan import plan_tick
+from ig_refresh_dagster.intake.topic_reader import ConsumedMessage
 
 ID = "65a1b2c3d4e5f6a7b8c9d0e1"
 

@@ -18,13 +18,11 @@ import pytest
 import redis
 
 from ig_refresh_dagster.devstack.services import ServiceProcess, free_port
-from ig_refresh_dagster.health import (
-    DaemonHeartbeats,
-    HealthConfig,
-    HealthServer,
-    redact_uri,
-    run_checks,
-)
+from ig_refresh_dagster.health.checks import run_checks
+from ig_refresh_dagster.health.config import HealthConfig
+from ig_refresh_dagster.health.daemon import DaemonHeartbeats
+from ig_refresh_dagster.health.redact import redact_uri
+from ig_refresh_dagster.health.server import HealthServer
 from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 from ig_refresh_dagster_tests.conftest import Topics
@@ -332,14 +330,14 @@ def test_config_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
     assert TOKEN not in repr(cfg)
     monkeypatch.delenv("PORT")
     assert HealthConfig.from_env().port == 3053
-    assert HealthConfig.from_env().host == "0.0.0.0"
+    assert HealthConfig.from_env().host == "127.0.0.1"
 
 
 def health_command() -> list[str]:
     script = VENV_BIN / "ig-refresh"
     if (Path(__file__).parents[1] / "ig_refresh_dagster" / "cli.py").exists() and script.exists():
         return [str(script), "health"]
-    code = "import sys; from ig_refresh_dagster.health import main; sys.exit(main())"
+    code = "import sys; from ig_refresh_dagster.health.server import main; sys.exit(main())"
     return [sys.executable, "-c", code]
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
-from ig_refresh_dagster.refresh import instagram_accounts
-from ig_refresh_dagster.settings import PROJECT_ROOT
+from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
+from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster_tests.refresh_helpers import (
     BUSINESS_ID,
     graph_body,

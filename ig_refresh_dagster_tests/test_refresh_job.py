@@ -23,8 +23,8 @@ from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
 from ig_refresh_dagster.devstack.seed import DemoAccount, demo_accounts, seed_accounts
 from ig_refresh_dagster.devstack.services import free_port
 from ig_refresh_dagster.instagram.errors import BudgetUnavailable
-from ig_refresh_dagster.refresh import fetch_profile
-from ig_refresh_dagster.resources import MongoResource
+from ig_refresh_dagster.refresh.ops import fetch_profile
+from ig_refresh_dagster.refresh.resources import MongoResource
 from ig_refresh_dagster.stores.accounts import AccountRecord
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.cache import cache_key
@@ -309,7 +309,7 @@ def test_owned_account_gets_one_insights_document_per_day(
     assert doc["unsupported"] == ["views"]
     assert doc["media"], "recent media from Business Discovery get their own insights"
     (log,) = logs_for(mongo_db, results[-1].run_id)
-    assert any(note.startswith("insights: stored") for note in log["notes"])
+    assert log["insights"]["status"] == "stored"
     owner_token = acme.auth["accessToken"]
     for result in results:
         assert owner_token not in "\n".join(repr(e) for e in instance.all_logs(result.run_id))

@@ -15,9 +15,12 @@ from dagster import (
 )
 
 from ig_refresh_dagster import defs
-from ig_refresh_dagster.refresh import instagram_refresh_job
-from ig_refresh_dagster.resources import MongoResource
-from ig_refresh_dagster.sensors import refresh_canceled_log_sensor, refresh_failure_log_sensor
+from ig_refresh_dagster.refresh.job import instagram_refresh_job
+from ig_refresh_dagster.refresh.resources import MongoResource
+from ig_refresh_dagster.refresh.run_status import (
+    refresh_canceled_log_sensor,
+    refresh_failure_log_sensor,
+)
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)

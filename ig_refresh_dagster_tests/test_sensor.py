@@ -7,10 +7,11 @@ from collections.abc import Iterator
 import pytest
 from dagster import DagsterInstance, SensorResult, build_sensor_context, instance_for_test
 
-from ig_refresh_dagster.refresh import instagram_accounts
-from ig_refresh_dagster.resources import GROUP_ID, KafkaResource
-from ig_refresh_dagster.sensors import instagram_refresh_sensor
-from ig_refresh_dagster.topic_reader import TopicCursor
+from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS
+from ig_refresh_dagster.intake.topic_reader import TopicCursor
+from ig_refresh_dagster.partitions import instagram_accounts
+from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
+from ig_refresh_dagster.refresh.resources import GROUP_ID, KafkaResource
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.kafka_helpers import (
     account_ids,
@@ -32,6 +33,7 @@ def kafka(topics: Topics, **overrides: object) -> KafkaResource:
         "topic": topics.refresh,
         "dlq_topic": topics.dlq,
         "idle_poll_seconds": 0.5,
+        "fetch_wait_max_ms": int(EMBEDDED_BROKER_FETCH_WAIT_MS),
     }
     config.update(overrides)
     return KafkaResource(**config)

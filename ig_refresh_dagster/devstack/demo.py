@@ -27,10 +27,16 @@ from ig_refresh_dagster.devstack.seed import (
     publish,
     seed_accounts,
 )
-from ig_refresh_dagster.devstack.stack import EmbeddedStack, embedded_stack, venv_bin
-from ig_refresh_dagster.settings import PROJECT_ROOT
+from ig_refresh_dagster.devstack.stack import (
+    EMBEDDED_BROKER_FETCH_WAIT_MS,
+    PROJECT_ROOT,
+    EmbeddedStack,
+    embedded_stack,
+    venv_bin,
+)
+from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicCursor, TopicReader
+from ig_refresh_dagster.refresh.outcomes import InsightsOutcome
 from ig_refresh_dagster.stores.mongo import open_client
-from ig_refresh_dagster.topic_reader import PollLimits, TopicCursor, TopicReader
 
 WORKSPACE = str(PROJECT_ROOT / "workspace.yaml")
 JOB = "instagram_refresh_job"
@@ -101,13 +107,13 @@ def _outcome(instance: Any, db: Any, account: DemoAccount, account_id: str) -> O
     common["followers_after"] = doc.get("followerCount")
     if run.status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE):
         notes = log.get("notes", [])
-        insights = next((n.split(": ", 1)[1] for n in notes if n.startswith("insights: ")), "-")
+        insights = InsightsOutcome.model_validate(log["insights"]) if log.get("insights") else None
         detail = log.get("error") or "; ".join(notes[:1])
         return Outcome(
             **common,
             status=log.get("status", run.status.value),
             detail=detail,
-            insights=insights.split(":")[0],
+            insights=insights.status.value if insights else "-",
         )
     retries = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
     if retries:
@@ -124,7 +130,12 @@ def _collect(instance: Any, db: Any, accounts: list[DemoAccount]) -> list[Outcom
 
 def _dead_letters(stack: EmbeddedStack) -> list[str]:
     topic = stack.setting("INSTAGRAM_REFRESH_DLQ_TOPIC")
-    with TopicReader(stack.env["KAFKA_BOOTSTRAP_SERVERS"], topic, "ig-refresh-demo") as reader:
+    with TopicReader(
+        stack.env["KAFKA_BOOTSTRAP_SERVERS"],
+        topic,
+        "ig-refresh-demo",
+        fetch_wait_max_ms=int(EMBEDDED_BROKER_FETCH_WAIT_MS),
+    ) as reader:
         polled = reader.poll(TopicCursor(topic=topic), PollLimits(idle_seconds=1.0))
     return [dict(m.headers).get("dlq-reason", b"?").decode() for m in polled.messages]
 

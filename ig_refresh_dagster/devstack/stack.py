@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from ig_refresh_dagster import settings
 from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
 from ig_refresh_dagster.devstack.services import (
     ServiceProcess,
@@ -23,10 +24,23 @@ from ig_refresh_dagster.devstack.services import (
     start_broker,
     start_valkey,
 )
-from ig_refresh_dagster.settings import PROJECT_ROOT, resolved
 from ig_refresh_dagster.stores.mongo import litemongo_uri
 
+# The dev stack runs from a source checkout (``make run``): dagster.yaml and workspace.yaml
+# live at its top.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEMO_TOKEN = "demo-token-not-a-secret"
+# The embedded broker holds a fetch that includes a caught-up partition for the whole
+# fetch.wait.max.ms; at librdkafka's 500 ms default, data on other partitions could miss a
+# tick's first-message window. Production brokers answer as soon as any partition has data.
+EMBEDDED_BROKER_FETCH_WAIT_MS = "100"
+
+
+def data_dir() -> Path:
+    """The checkout's local data folder: embedded Mongo files, Dagster home, logs."""
+    return Path(os.environ.get("IG_REFRESH_DATA_DIR") or PROJECT_ROOT / ".data").resolve()
+
+
 DEMO_BUSINESS_ACCOUNT_ID = "17841400000000000"
 
 
@@ -50,6 +64,7 @@ class EmbeddedStack:
         if "KAFKA_BOOTSTRAP_SERVERS" not in env:
             broker = self._own(start_broker(log_path=self.logs / "kafka.log"))
             env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap(broker)
+            env.setdefault("KAFKA_FETCH_WAIT_MAX_MS", EMBEDDED_BROKER_FETCH_WAIT_MS)
         if "REDIS_URL" not in env:
             valkey = self._own(start_valkey(log_path=self.logs / "valkey.log"))
             env["REDIS_URL"] = redis_url(valkey)
@@ -79,7 +94,7 @@ class EmbeddedStack:
 
     def setting(self, name: str) -> str:
         """A setting as the stack's children see it; raises for one that has no value."""
-        value = self.env.get(name) or resolved(name)
+        value = self.env.get(name) or settings.value(name)
         if value is None:
             raise KeyError(f"{name} is not set and has no default")
         return value

@@ -30,7 +30,6 @@ from ig_refresh_dagster.instagram.models import InstagramProfile
 from ig_refresh_dagster.instagram.scrape import ProfileScraper
 from ig_refresh_dagster.instagram.usage import ApiUsage
 from ig_refresh_dagster.instagram.usernames import validate_username
-from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,19 @@ class Budget(Protocol):
     def block_for(self, seconds: float, reason: str) -> None:
         """Admit nothing for ``seconds``."""
         ...
+
+
+class Memory(Protocol):
+    """What the fetcher learned and should not re-learn on every call, shared by the fleet
+    (``stores.fetch_memory`` keeps it in Redis)."""
+
+    def disable_graph(self, token_fingerprint: str, reason: str) -> None: ...
+
+    def graph_disabled_reason(self, token_fingerprint: str) -> str | None: ...
+
+    def remember_not_business(self, username: str, ttl_seconds: int) -> None: ...
+
+    def is_not_business(self, username: str) -> bool: ...
 
 
 class FetchOutcome(BaseModel):
@@ -70,7 +82,7 @@ class ProfileFetcher:
         scraper: ProfileScraper,
         graph_budget: Budget,
         scrape_budget: Budget,
-        memory: FetchMemory,
+        memory: Memory,
         usage_threshold_percent: float = 90.0,
         not_business_ttl_seconds: int = 7 * 24 * 3600,
         high_usage_block_seconds: float = 600.0,

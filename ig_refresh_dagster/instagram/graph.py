@@ -13,15 +13,9 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ValidationError
 
-from ig_refresh_dagster.instagram.errors import InstagramError, PermanentError
-from ig_refresh_dagster.instagram.graph_errors import (
-    as_int,
-    graph_error,
-    is_error,
-    json_body,
-    send,
-)
+from ig_refresh_dagster.instagram.errors import PermanentError
 from ig_refresh_dagster.instagram.models import InstagramProfile, RecentMedia
+from ig_refresh_dagster.instagram.transport import GraphTransport, as_int
 from ig_refresh_dagster.instagram.usage import ApiUsage
 from ig_refresh_dagster.instagram.usernames import validate_username
 
@@ -75,30 +69,25 @@ class GraphClient:
     ) -> None:
         if not access_token:
             raise ValueError("an access token is required for the Graph API")
-        self._url = f"{base_url.rstrip('/')}/{business_account_id}"
+        self._transport = GraphTransport(base_url, timeout=timeout, session=session)
+        self._business_account_id = business_account_id
         self._token = access_token
         self.media_limit = media_limit
-        self.timeout = timeout
-        self._session = session or requests.Session()
         self.token_fingerprint = token_fingerprint(access_token)
 
     def fetch(self, username: str) -> GraphResult:
         name = validate_username(username)
         subject = f"@{name}"
-        response = send(
-            self._session,
-            self._url,
+        answer = self._transport.get(
+            self._business_account_id,
             {"fields": business_discovery_fields(name, self.media_limit)},
             self._token,
-            self.timeout,
             subject,
         )
-        if isinstance(response, InstagramError):
-            raise response
-        body, usage = json_body(response, subject)
-        if is_error(response, body):
-            raise graph_error(subject, response.status_code, body.get("error"), usage, self._token)
-        return GraphResult(profile=self._profile(name, body, usage), usage=usage)
+        answer.raise_for_error(self._token)
+        return GraphResult(
+            profile=self._profile(name, answer.body, answer.usage), usage=answer.usage
+        )
 
     def _profile(self, name: str, body: dict[str, Any], usage: ApiUsage | None) -> InstagramProfile:
         data = body.get("business_discovery")

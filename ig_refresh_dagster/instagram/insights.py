@@ -27,17 +27,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-import requests
 from pydantic import BaseModel, Field, SecretStr
 
-from ig_refresh_dagster.instagram.errors import InstagramError, PermanentError
-from ig_refresh_dagster.instagram.graph_errors import (
-    error_parts,
-    graph_error,
-    is_error,
-    json_body,
-    send,
-)
+from ig_refresh_dagster.instagram.errors import PermanentError
+from ig_refresh_dagster.instagram.transport import GraphTransport, error_parts
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +47,8 @@ MEDIA_METRICS = ("reach", "likes", "comments", "saved", "shares", "total_interac
 # account metric of the same name.
 MEDIA_PREFIX = "media:"
 
-# Graph ids are numeric; the stand-in uses short alphanumeric ones. Anything else could change
-# the request path.
-_GRAPH_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
+# Graph ids are numeric; anything else could change the request path.
+_GRAPH_ID = re.compile(r"[0-9]{1,32}")
 _METRIC_INDEX = re.compile(r"metric\[(\d+)\]")
 # "metric[2] must be one of the following values: reach, ..." lists the *valid* metrics: names
 # after such a phrase are not the rejected ones.
@@ -179,12 +171,8 @@ class InsightsClient:
     """Reads insights with an account owner's token. A 190 here concerns that owner's token
     only: callers must not take it as our own Business Discovery token failing."""
 
-    def __init__(
-        self, base_url: str, timeout: float = 10.0, session: requests.Session | None = None
-    ) -> None:
-        self._base = base_url.rstrip("/")
-        self.timeout = timeout
-        self._session = session or requests.Session()
+    def __init__(self, transport: GraphTransport) -> None:
+        self._transport = transport
 
     def fetch(
         self,
@@ -209,7 +197,7 @@ class InsightsClient:
         checked_media = [_graph_id(m, "media id") for m in media_ids]
         since, until = day_bounds(day)
         window = {"period": "day", "since": str(since), "until": str(until)}
-        url = f"{self._base}/{user}/insights"
+        path = f"{user}/insights"
         subject = f"insights of IG user {user}"
 
         metrics: dict[str, int | float] = {}
@@ -218,7 +206,7 @@ class InsightsClient:
             (ACCOUNT_SERIES_METRICS, window),
             (ACCOUNT_TOTAL_METRICS, {**window, "metric_type": "total_value"}),
         ):
-            data, rejected = self._metrics(url, list(names), params, token, subject)
+            data, rejected = self._metrics(path, list(names), params, token, subject)
             metrics.update(_values(data, names, day))
             unsupported += rejected
 
@@ -236,10 +224,10 @@ class InsightsClient:
         )
 
     def _media(self, media_id: str, token: str) -> tuple[MediaInsights, list[str]]:
-        url = f"{self._base}/{media_id}/insights"
+        path = f"{media_id}/insights"
         try:
             data, rejected = self._metrics(
-                url, list(MEDIA_METRICS), {}, token, f"insights of media {media_id}", media=True
+                path, list(MEDIA_METRICS), {}, token, f"insights of media {media_id}", media=True
             )
         except _MediaWithoutInsights:
             return MediaInsights(media_id=media_id), []
@@ -249,7 +237,7 @@ class InsightsClient:
 
     def _metrics(
         self,
-        url: str,
+        path: str,
         metrics: list[str],
         params: dict[str, str],
         token: str,
@@ -262,7 +250,7 @@ class InsightsClient:
         rejected: list[str] = []
         while remaining:
             query = {**params, "metric": ",".join(remaining)}
-            outcome = self._get(url, query, remaining, token, subject, media)
+            outcome = self._get(path, query, remaining, token, subject, media)
             if not isinstance(outcome, _Rejection):
                 return [d for d in outcome if d.get("name") in remaining], rejected
             named = [m for m in outcome.metrics if m in remaining]
@@ -270,7 +258,7 @@ class InsightsClient:
                 data: list[dict[str, Any]] = []
                 for metric in remaining:
                     part, part_rejected = self._metrics(
-                        url, [metric], params, token, subject, media
+                        path, [metric], params, token, subject, media
                     )
                     data += part
                     rejected += part_rejected
@@ -288,32 +276,29 @@ class InsightsClient:
 
     def _get(
         self,
-        url: str,
+        path: str,
         params: dict[str, str],
         requested: list[str],
         token: str,
         subject: str,
         media: bool,
     ) -> list[dict[str, Any]] | _Rejection:
-        response = send(self._session, url, params, token, self.timeout, subject)
-        if isinstance(response, InstagramError):
-            raise response
-        body, usage = json_body(response, subject)
-        if is_error(response, body):
-            error = body.get("error")
-            rejection = _rejected_metrics(error, requested, token)
+        answer = self._transport.get(path, params, token, subject)
+        if answer.failed:
+            rejection = _rejected_metrics(answer.error, requested, token)
             if rejection is not None:
                 return rejection
-            if media and _media_without_insights(error, token):
-                log.info("Graph has no insights for %s: %s", subject, error_parts(error, token)[2])
+            if media and _media_without_insights(answer.error, token):
+                message = error_parts(answer.error, token)[2]
+                log.info("Graph has no insights for %s: %s", subject, message)
                 raise _MediaWithoutInsights
-            raise graph_error(subject, response.status_code, error, usage, token)
-        data = body.get("data")
+            answer.raise_for_error(token)
+        data = answer.body.get("data")
         if not isinstance(data, list):
             raise PermanentError(
                 f"Graph answered for {subject} without a data list",
                 reason="graph_unexpected_body",
-                usage=usage,
+                usage=answer.usage,
             )
         return [item for item in data if isinstance(item, dict)]
 

@@ -50,6 +50,7 @@ class RefreshLogStore:
         after: dict[str, Any],
         now: datetime,
         notes: list[str],
+        insights: dict[str, Any] | None = None,
     ) -> None:
         self._coll.update_one(
             {"runId": run_id},
@@ -60,6 +61,7 @@ class RefreshLogStore:
                     "source": source,
                     "dataSnapshot": {"before": before, "after": after},
                     "notes": notes,
+                    "insights": insights,
                 },
                 "$unset": {"error": ""},
             },

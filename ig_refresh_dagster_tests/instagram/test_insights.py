@@ -34,6 +34,7 @@ from ig_refresh_dagster.instagram.insights import (
     InsightsClient,
     MediaInsights,
 )
+from ig_refresh_dagster.instagram.transport import GraphTransport
 from ig_refresh_dagster.stores.insights import InsightsStore, OwnerAuth, owner_auth
 
 from .helpers import FIXTURES, GRAPH_VERSION, load_case
@@ -141,7 +142,7 @@ def serve_error(server: HTTPServer, path: str, fixture: str) -> None:
 
 
 def client(server: HTTPServer, timeout: float = 5.0) -> InsightsClient:
-    return InsightsClient(server.url_for(f"/{GRAPH_VERSION}"), timeout=timeout)
+    return InsightsClient(GraphTransport(server.url_for(f"/{GRAPH_VERSION}"), timeout=timeout))
 
 
 def queries(server: HTTPServer, path: str) -> list[dict[str, list[str]]]:
@@ -293,7 +294,9 @@ def test_other_errors_use_the_graph_taxonomy(
 
 
 def test_connection_refused_is_transient(unused_port: int) -> None:
-    insights = InsightsClient(f"http://127.0.0.1:{unused_port}/{GRAPH_VERSION}", timeout=2.0)
+    insights = InsightsClient(
+        GraphTransport(f"http://127.0.0.1:{unused_port}/{GRAPH_VERSION}", timeout=2.0)
+    )
     with pytest.raises(TransientError) as info:
         insights.fetch(USER_ID, OWNER_TOKEN, [], DAY)
     assert info.value.reason == "graph_network"
@@ -301,7 +304,13 @@ def test_connection_refused_is_transient(unused_port: int) -> None:
 
 @pytest.mark.parametrize(
     ("user_id", "media_ids"),
-    [("../me", []), ("1784?fields=x", []), (USER_ID, ["17900000000000001/comments"])],
+    [
+        ("../me", []),
+        ("1784?fields=x", []),
+        ("me", []),
+        (USER_ID, ["17900000000000001/comments"]),
+        (USER_ID, ["AcmeP0"]),
+    ],
 )
 def test_ids_that_would_change_the_path_make_no_request(
     httpserver: HTTPServer, user_id: str, media_ids: list[str]

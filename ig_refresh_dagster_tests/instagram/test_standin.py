@@ -28,6 +28,7 @@ from ig_refresh_dagster.instagram import (
 )
 from ig_refresh_dagster.instagram.insights import InsightsClient
 from ig_refresh_dagster.instagram.scrape import IG_APP_ID
+from ig_refresh_dagster.instagram.transport import GraphTransport
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 
@@ -111,8 +112,10 @@ def test_owner_insights_endpoints(standin: InstagramStandin) -> None:
     (acme,) = [a for a in ACCOUNTS if "auth" in a]
     assert acme["username"] == "acme.studio"
     user_id, token = acme["auth"]["userId"], acme["auth"]["accessToken"]
-    client = InsightsClient(standin.graph_url)
-    insights = client.fetch(user_id, token, ["AcmeP0", "AcmeP1"], date(2026, 11, 27))
+    client = InsightsClient(GraphTransport(standin.graph_url))
+    insights = client.fetch(
+        user_id, token, ["17900000000000100", "17900000000000101"], date(2026, 11, 27)
+    )
     assert insights.metrics == {
         "reach": 1830,
         "follower_count": 37,
@@ -123,14 +126,14 @@ def test_owner_insights_endpoints(standin: InstagramStandin) -> None:
     }
     # the stand-in's Graph version does not offer "views"
     assert insights.unsupported == ["views"]
-    assert [m.media_id for m in insights.media] == ["AcmeP0", "AcmeP1"]
+    assert [m.media_id for m in insights.media] == ["17900000000000100", "17900000000000101"]
     assert insights.media[1].metrics["shares"] == 388
     assert ("insights", user_id) in standin.requests
     # our Business Discovery token is not the owner's
     with pytest.raises(GraphAuthError):
         client.fetch(user_id, "demo-token", [], date(2026, 11, 27))
     with pytest.raises(GraphAuthError):
-        client.fetch(user_id, token.upper(), ["AcmeP0"], date(2026, 11, 27))
+        client.fetch(user_id, token.upper(), ["17900000000000100"], date(2026, 11, 27))
     with pytest.raises(PermanentError):
         client.fetch(user_id, token, ["NoSuchMedia"], date(2026, 11, 27))
 

@@ -10,11 +10,16 @@ import redis
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from ig_refresh_dagster.dead_letters import DeadLetterPublisher
-from ig_refresh_dagster.events import DEFAULT_MAX_MESSAGE_BYTES
+from ig_refresh_dagster import settings
+from ig_refresh_dagster.instagram.errors import BudgetExhausted
 from ig_refresh_dagster.instagram.fetcher import ProfileFetcher
 from ig_refresh_dagster.instagram.graph import GraphClient
+from ig_refresh_dagster.instagram.insights import InsightsClient
 from ig_refresh_dagster.instagram.scrape import ProfileScraper
+from ig_refresh_dagster.instagram.transport import GraphTransport
+from ig_refresh_dagster.intake.dead_letters import DeadLetterPublisher
+from ig_refresh_dagster.intake.events import DEFAULT_MAX_MESSAGE_BYTES
+from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicReader
 from ig_refresh_dagster.stores.accounts import AccountStore
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.cache import ProfileCache
@@ -22,9 +27,13 @@ from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 from ig_refresh_dagster.stores.insights import InsightsStore
 from ig_refresh_dagster.stores.mongo import open_client
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
-from ig_refresh_dagster.topic_reader import PollLimits, TopicReader
 
 GROUP_ID = "instagram-refresh-group"
+
+
+def setting_field(name: str) -> Any:
+    """A resource field whose default is the settings table's, described by its variable."""
+    return Field(default=settings.default(name), description=name)
 
 
 class NotConfigured(RuntimeError):
@@ -43,15 +52,15 @@ def _require(value: str | None, variable: str) -> str:
 class MongoResource(ConfigurableResource):
     """MongoDB (pymongo) or the embedded litemongo store: ``Account`` and ``DataRefreshLog``."""
 
-    uri: str = Field(description="MONGODB_URI")
-    database: str = Field(default="ratecreator", description="MONGODB_DATABASE")
+    uri: str | None = setting_field("MONGODB_URI")
+    database: str = setting_field("MONGODB_DATABASE")
     _client: Any = PrivateAttr(default=None)
 
     def db(self) -> Any:
         """Opened on first use, inside a step, so a store that is down is a retried step error
         rather than a resource-init failure; the unique indexes are ensured once per process."""
         if self._client is None:
-            client = open_client(self.uri)
+            client = open_client(_require(self.uri, "MONGODB_URI"))
             RefreshLogStore(client[self.database]).ensure_indexes()
             InsightsStore(client[self.database]).ensure_indexes()
             self._client = client
@@ -63,6 +72,9 @@ class MongoResource(ConfigurableResource):
     def refresh_log(self) -> RefreshLogStore:
         return RefreshLogStore(self.db())
 
+    def insights(self) -> InsightsStore:
+        return InsightsStore(self.db())
+
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._client is not None:
             self._client.close()
@@ -71,7 +83,7 @@ class MongoResource(ConfigurableResource):
 class RedisResource(ConfigurableResource):
     """Redis: the app's profile cache and the fleet-wide Instagram budget."""
 
-    url: str | None = Field(default=None, description="REDIS_URL")
+    url: str | None = setting_field("REDIS_URL")
     _client: redis.Redis | None = PrivateAttr(default=None)
 
     def client(self) -> redis.Redis:
@@ -95,12 +107,11 @@ class RedisResource(ConfigurableResource):
 class KafkaResource(ConfigurableResource):
     """The refresh topic, its dead-letter topic, and how much one sensor tick may read."""
 
-    bootstrap_servers: str | None = Field(default=None, description="KAFKA_BOOTSTRAP_SERVERS")
-    topic: str = Field(default="data-refresh-instagram", description="INSTAGRAM_REFRESH_TOPIC")
-    dlq_topic: str = Field(
-        default="data-refresh-instagram.dlq", description="INSTAGRAM_REFRESH_DLQ_TOPIC"
-    )
+    bootstrap_servers: str | None = setting_field("KAFKA_BOOTSTRAP_SERVERS")
+    topic: str = setting_field("INSTAGRAM_REFRESH_TOPIC")
+    dlq_topic: str = setting_field("INSTAGRAM_REFRESH_DLQ_TOPIC")
     group_id: str = GROUP_ID
+    fetch_wait_max_ms: int | None = setting_field("KAFKA_FETCH_WAIT_MAX_MS")
     max_messages_per_tick: int = 500
     max_poll_seconds: float = 10.0
     idle_poll_seconds: float = 0.5
@@ -108,7 +119,10 @@ class KafkaResource(ConfigurableResource):
 
     def reader(self) -> TopicReader:
         return TopicReader(
-            _require(self.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS"), self.topic, self.group_id
+            _require(self.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS"),
+            self.topic,
+            self.group_id,
+            fetch_wait_max_ms=self.fetch_wait_max_ms,
         )
 
     def dead_letters(self) -> DeadLetterPublisher:
@@ -128,14 +142,12 @@ class InstagramResource(ConfigurableResource):
     """Graph API Business Discovery first, public-page scraping second, both budgeted in Redis."""
 
     redis: RedisResource
-    graph_api_url: str = Field(description="INSTAGRAM_GRAPH_API_URL")
-    web_url: str = Field(description="INSTAGRAM_WEB_URL")
-    access_token: str | None = Field(default=None, description="INSTAGRAM_ACCESS_TOKEN")
-    business_account_id: str | None = Field(
-        default=None, description="INSTAGRAM_BUSINESS_ACCOUNT_ID"
-    )
-    hourly_budget: int = Field(default=200, description="INSTAGRAM_HOURLY_BUDGET")
-    scrape_hourly_budget: int = Field(default=60, description="INSTAGRAM_SCRAPE_HOURLY_BUDGET")
+    graph_api_url: str = setting_field("INSTAGRAM_GRAPH_API_URL")
+    web_url: str = setting_field("INSTAGRAM_WEB_URL")
+    access_token: str | None = setting_field("INSTAGRAM_ACCESS_TOKEN")
+    business_account_id: str | None = setting_field("INSTAGRAM_BUSINESS_ACCOUNT_ID")
+    hourly_budget: int = setting_field("INSTAGRAM_HOURLY_BUDGET")
+    scrape_hourly_budget: int = setting_field("INSTAGRAM_SCRAPE_HOURLY_BUDGET")
     media_limit: int = 12
     usage_threshold_percent: float = 90.0
     not_business_ttl_hours: int = 7 * 24
@@ -146,6 +158,24 @@ class InstagramResource(ConfigurableResource):
 
     def scrape_budget(self) -> HourlyBudget:
         return HourlyBudget(self.redis.client(), "scrape", self.scrape_hourly_budget)
+
+    def insights_client(self) -> InsightsClient:
+        """Owner-token insights; every Graph call is charged to the same fleet-wide budget as
+        Business Discovery, so the hourly ceiling holds for all Graph traffic."""
+        budget = self.graph_budget()
+
+        def charge(subject: str) -> None:
+            wait = budget.try_acquire()
+            if wait > 0:
+                raise BudgetExhausted(
+                    f"Graph budget exhausted for {subject}; capacity in {wait:.0f}s",
+                    retry_after=wait,
+                )
+
+        transport = GraphTransport(
+            self.graph_api_url, timeout=self.timeout_seconds, before_call=charge
+        )
+        return InsightsClient(transport)
 
     def fetcher(self) -> ProfileFetcher:
         graph = None

@@ -13,9 +13,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StrictStr, StringConstraints, ValidationError
 
+from ig_refresh_dagster.partitions import ACCOUNT_ID_PATTERN
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 
-ObjectIdHex = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9a-fA-F]{24}$")]
+ObjectIdHex = Annotated[StrictStr, StringConstraints(pattern=rf"^{ACCOUNT_ID_PATTERN}$")]
 
 
 class RejectReason(StrEnum):

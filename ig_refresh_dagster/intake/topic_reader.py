@@ -21,6 +21,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from pydantic import BaseModel, ValidationError
 
+from ig_refresh_dagster.intake.messages import ConsumedMessage
+
 
 class TopicCursor(BaseModel):
     """Next offset to read per partition; small enough to live in a Dagster sensor cursor."""
@@ -53,22 +55,6 @@ class TopicCursor(BaseModel):
         ).model_dump_json()
 
 
-class ConsumedMessage(BaseModel):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]] = []
-    generation: int = 0
-
-    @property
-    def source(self) -> str:
-        """The run key: ``topic:partition:offset`` (``topic@N:…`` after a topic was recreated)."""
-        topic = self.topic if self.generation == 0 else f"{self.topic}@{self.generation}"
-        return f"{topic}:{self.partition}:{self.offset}"
-
-
 class PollLimits(BaseModel):
     max_messages: int = 500
     max_seconds: float = 10.0
@@ -85,7 +71,13 @@ class PollResult(BaseModel):
 
 
 class TopicReader:
-    def __init__(self, bootstrap_servers: str, topic: str, group_id: str) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        group_id: str,
+        fetch_wait_max_ms: int | None = None,
+    ) -> None:
         self.topic = topic
         self._admin = AdminClient({"bootstrap.servers": bootstrap_servers})
         self._consumer = Consumer(
@@ -97,10 +89,8 @@ class TopicReader:
                 # An out-of-range cursor (the broker lost its log) is reported, not silently reset.
                 "auto.offset.reset": "error",
                 "socket.timeout.ms": 10000,
-                # A fetch that includes a caught-up partition is held this long by the broker;
-                # at the 500 ms default, data on the other partitions could miss a tick's
-                # first-message window (seen on the embedded broker).
-                "fetch.wait.max.ms": 100,
+                # Tuning for the embedded broker (KAFKA_FETCH_WAIT_MAX_MS, set by the dev stack).
+                **({"fetch.wait.max.ms": fetch_wait_max_ms} if fetch_wait_max_ms else {}),
             }
         )
 

@@ -1,4 +1,4 @@
-"""One Graph API request and its failure taxonomy, shared by every Graph client (Business
+"""The one Graph API transport and its failure taxonomy, shared by every Graph client (Business
 Discovery through our own token, insights through an account owner's token), so a given Graph
 answer means the same thing to the caller whichever client got it.
 
@@ -22,6 +22,8 @@ Error codes (Graph API "Handling Errors" and "Rate Limits" guides):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -67,7 +69,7 @@ def scrub(text: str, token: str) -> str:
     return _TOKEN_SHAPED.sub("[token]", text)
 
 
-def send(
+def _send(
     session: requests.Session,
     url: str,
     params: dict[str, str],
@@ -98,7 +100,7 @@ def send(
     return response
 
 
-def json_body(response: requests.Response, subject: str) -> tuple[dict[str, Any], ApiUsage | None]:
+def _json_body(response: requests.Response, subject: str) -> tuple[dict[str, Any], ApiUsage | None]:
     """The body as a JSON object and the usage headers; anything else is a TransientError (a
     proxy's HTML error page, a truncated body)."""
     usage = parse_usage(response.headers)
@@ -114,10 +116,6 @@ def json_body(response: requests.Response, subject: str) -> tuple[dict[str, Any]
             usage=usage,
         )
     return body, usage
-
-
-def is_error(response: requests.Response, body: dict[str, Any]) -> bool:
-    return "error" in body or response.status_code >= 400
 
 
 def error_parts(error: Any, token: str) -> tuple[int | None, int | None, str]:
@@ -157,3 +155,53 @@ def graph_error(
     if code in TRANSIENT_CODES or status >= 500:
         return TransientError(what, reason="graph_transient", usage=usage)
     return PermanentError(what, reason="graph_error", usage=usage)
+
+
+@dataclass(frozen=True)
+class GraphAnswer:
+    """A Graph answer whose body is a JSON object; ``error`` is set when Graph refused."""
+
+    status: int
+    body: dict[str, Any]
+    usage: ApiUsage | None
+    subject: str
+
+    @property
+    def failed(self) -> bool:
+        return "error" in self.body or self.status >= 400
+
+    @property
+    def error(self) -> Any:
+        return self.body.get("error")
+
+    def raise_for_error(self, token: str) -> None:
+        if self.failed:
+            raise graph_error(self.subject, self.status, self.error, self.usage, token)
+
+
+class GraphTransport:
+    """GET one Graph path with a token: the token in a header only, bounded in time, network
+    and body failures raised as the taxonomy's classes. ``before_call`` runs before every
+    request (the fleet-wide budget charges there)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 10.0,
+        session: requests.Session | None = None,
+        before_call: Callable[[str], None] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._session = session or requests.Session()
+        self._before_call = before_call
+
+    def get(self, path: str, params: dict[str, str], token: str, subject: str) -> GraphAnswer:
+        if self._before_call is not None:
+            self._before_call(subject)
+        url = f"{self.base_url}/{path}"
+        response = _send(self._session, url, params, token, self.timeout, subject)
+        if isinstance(response, InstagramError):
+            raise response
+        body, usage = _json_body(response, subject)
+        return GraphAnswer(status=response.status_code, body=body, usage=usage, subject=subject)

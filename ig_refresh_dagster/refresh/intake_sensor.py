@@ -5,27 +5,19 @@ requests; a tick that raises is simply re-read by the next one. Run keys are
 ``topic:partition:offset`` because Dagster skips a run key forever once used.
 """
 
-import time
-from datetime import UTC, datetime
-
 from dagster import (
-    DagsterRunStatus,
     DefaultSensorStatus,
-    RunFailureSensorContext,
     RunRequest,
-    RunStatusSensorContext,
     SensorEvaluationContext,
     SensorResult,
-    run_failure_sensor,
-    run_status_sensor,
     sensor,
 )
-from pymongo.errors import ConnectionFailure
 
-from ig_refresh_dagster.refresh import OBJECT_ID, instagram_accounts, instagram_refresh_job
-from ig_refresh_dagster.resources import KafkaResource, MongoResource
-from ig_refresh_dagster.tick_plan import PlannedRun, TickPlan, plan_tick
-from ig_refresh_dagster.topic_reader import TopicCursor
+from ig_refresh_dagster.intake.tick_plan import PlannedRun, TickPlan, plan_tick
+from ig_refresh_dagster.intake.topic_reader import TopicCursor
+from ig_refresh_dagster.partitions import instagram_accounts
+from ig_refresh_dagster.refresh.job import instagram_refresh_job
+from ig_refresh_dagster.refresh.resources import KafkaResource
 
 TAG_PREFIX = "ig-refresh"
 
@@ -92,40 +84,3 @@ def instagram_refresh_sensor(
         ),
         skip_reason=None if polled.messages else f"no new messages on {kafka.topic}",
     )
-
-
-def _close_refresh_log(context: RunStatusSensorContext, mongo: MongoResource, error: str) -> None:
-    """Run-status sensors advance their cursor even when the body raises, so the write gets
-    its own retries; a run Dagster is about to retry is left to that retry."""
-    run = context.dagster_run
-    account_id = run.tags.get("dagster/partition", "")
-    if run.tags.get("dagster/will_retry") == "true" or not OBJECT_ID.fullmatch(account_id):
-        return
-    for attempt in range(3):
-        try:
-            if mongo.refresh_log().close_open(run.run_id, account_id, error, datetime.now(UTC)):
-                context.log.info(f"DataRefreshLog of run {run.run_id} closed as FAILED: {error}")
-            return
-        except ConnectionFailure:
-            if attempt == 2:
-                raise
-            time.sleep(2**attempt)
-
-
-@run_failure_sensor(
-    monitored_jobs=[instagram_refresh_job],
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Closes the DataRefreshLog of refresh runs that died outside their steps.",
-)
-def refresh_failure_log_sensor(context: RunFailureSensorContext, mongo: MongoResource) -> None:
-    _close_refresh_log(context, mongo, f"run failed: {context.failure_event.message}"[:500])
-
-
-@run_status_sensor(
-    run_status=DagsterRunStatus.CANCELED,
-    monitored_jobs=[instagram_refresh_job],
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Closes the DataRefreshLog of canceled refresh runs.",
-)
-def refresh_canceled_log_sensor(context: RunStatusSensorContext, mongo: MongoResource) -> None:
-    _close_refresh_log(context, mongo, "run canceled before it finished")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaException, Producer
 
-from ig_refresh_dagster.events import Rejection
-from ig_refresh_dagster.topic_reader import ConsumedMessage
+from ig_refresh_dagster.intake.events import Rejection
+from ig_refresh_dagster.intake.messages import ConsumedMessage
 
 
 def dlq_headers(message: ConsumedMessage, rejection: Rejection) -> list[tuple[str, bytes]]:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from ig_refresh_dagster.events import (
+from ig_refresh_dagster.intake.events import (
     DEFAULT_MAX_MESSAGE_BYTES,
     RefreshEvent,
     Rejection,
     parse_event,
 )
-from ig_refresh_dagster.topic_reader import ConsumedMessage
+from ig_refresh_dagster.intake.messages import ConsumedMessage
 
 
 class PlannedRun(BaseModel):

@@ -1,4 +1,4 @@
-"""The refresh job: one run per account partition, six steps an operator can see.
+"""The refresh ops: six steps an operator can see, one account per run.
 
 load → fetch → upsert → cache → insights → log. Transient failures (network, 5xx, store
 timeouts) are retried with exponential backoff and jitter; permanent ones fail at once with a
@@ -8,7 +8,6 @@ neither fails nor loses the event. Whatever ends the run, exactly one ``DataRefr
 """
 
 import contextlib
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +16,6 @@ import pymongo.errors
 import redis
 from dagster import (
     Backoff,
-    DynamicPartitionsDefinition,
     Failure,
     HookContext,
     Jitter,
@@ -25,36 +23,29 @@ from dagster import (
     Output,
     RetryPolicy,
     RetryRequested,
-    define_asset_job,
     failure_hook,
-    graph_asset,
-    in_process_executor,
     op,
 )
 
 from ig_refresh_dagster.instagram.errors import (
     AccountGone,
     BudgetExhausted,
-    GraphAuthError,
     InstagramError,
-    PermanentError,
     ScrapeBlocked,
     TransientError,
 )
 from ig_refresh_dagster.instagram.fetcher import FetchOutcome, ProfileFetcher
-from ig_refresh_dagster.instagram.insights import InsightsClient
-from ig_refresh_dagster.resources import InstagramResource, MongoResource, RedisResource
+from ig_refresh_dagster.partitions import is_account_id
+from ig_refresh_dagster.refresh.outcomes import InsightsOutcome, InsightsStatus
+from ig_refresh_dagster.refresh.resources import InstagramResource, MongoResource, RedisResource
 from ig_refresh_dagster.stores.accounts import AccountRecord, AccountUpdate
-from ig_refresh_dagster.stores.insights import InsightsStore, owner_auth
-
-instagram_accounts = DynamicPartitionsDefinition(name="instagram_accounts")
+from ig_refresh_dagster.stores.insights import owner_auth
 
 TRANSIENT_RETRIES = RetryPolicy(
     max_retries=4, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
 # An exhausted hourly budget can take up to an hour to return; wait through a day of that.
 BUDGET_WAITS = 24
-OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 _TRANSIENT = (
     TransientError,
     pymongo.errors.ConnectionFailure,
@@ -94,7 +85,7 @@ def _classified(context: OpExecutionContext, step: str) -> Iterator[None]:
 @op(retry_policy=TRANSIENT_RETRIES)
 def load_account(context: OpExecutionContext, mongo: MongoResource) -> AccountRecord:
     account_id = context.partition_key
-    if not OBJECT_ID.fullmatch(account_id):
+    if not is_account_id(account_id):
         raise Failure(
             description=f"partition key {account_id[:64]!r} is not a lower-case 24-hex ObjectId",
             allow_retries=False,
@@ -185,38 +176,48 @@ def collect_insights(
     outcome: FetchOutcome,
     instagram: InstagramResource,
     mongo: MongoResource,
-) -> str:
+) -> InsightsOutcome:
     """Yesterday's account insights and lifetime insights of recent media, for accounts whose
-    owner authorised the app. Optional: it reports why it did nothing instead of failing the
-    refresh; only transient errors are retried."""
+    owner authorised the app. Optional: whatever goes wrong is reported in the outcome and the
+    refresh completes; a transient error is retried while retries remain."""
     auth = owner_auth(mongo.accounts().document(account.id) or {})
     if auth is None:
-        context.log.info("Insights skipped: the owner has not authorised the app (instagramAuth)")
-        return "skipped: owner has not authorised the app"
-    with _classified(context, "collect insights"):
-        wait = instagram.graph_budget().try_acquire()
-        if wait > 0:
-            context.log.warning(f"Insights skipped: Graph budget exhausted for {wait:.0f}s")
-            return "skipped: Graph budget exhausted"
-        day = (_now() - timedelta(days=1)).date()
-        client = InsightsClient(instagram.graph_api_url, timeout=instagram.timeout_seconds)
-        media_ids = [m.id for m in outcome.profile.recent_media]
-        try:
-            insights = client.fetch(auth.user_id, auth.access_token, media_ids, day)
-        except (GraphAuthError, PermanentError) as exc:
-            context.log.warning(f"Insights not collected: {exc.message}")
-            return f"failed: {exc.reason}"
-        InsightsStore(mongo.db()).save(account.id, insights, _now())
-    summary = (
-        f"stored {day}: {len(insights.metrics)} account metrics, {len(insights.media)} media"
-        + (
-            f"; unsupported by this Graph version: {', '.join(insights.unsupported)}"
-            if insights.unsupported
-            else ""
+        result = InsightsOutcome(
+            status=InsightsStatus.SKIPPED, detail="owner has not authorised the app"
         )
+        context.log.info(f"Insights {result.summary()} (no instagramAuth)")
+        return result
+    day = (_now() - timedelta(days=1)).date()
+    media_ids = [m.id for m in outcome.profile.recent_media]
+    try:
+        insights = instagram.insights_client().fetch(
+            auth.user_id, auth.access_token, media_ids, day
+        )
+        mongo.insights().save(account.id, insights, _now())
+    except Exception as exc:
+        retrying = (
+            isinstance(exc, _TRANSIENT) and context.retry_number < TRANSIENT_RETRIES.max_retries
+        )
+        if retrying and not isinstance(exc, BudgetExhausted):
+            raise
+        detail = exc.message if isinstance(exc, InstagramError) else f"{type(exc).__name__}: {exc}"
+        status = (
+            InsightsStatus.SKIPPED if isinstance(exc, BudgetExhausted) else InsightsStatus.FAILED
+        )
+        result = InsightsOutcome(status=status, detail=detail[:300], day=day)
+        context.log.warning(f"Insights {result.summary()}")
+        return result
+    result = InsightsOutcome(
+        status=InsightsStatus.STORED,
+        detail=f"{day}: {len(insights.metrics)} account metrics, {len(insights.media)} media",
+        day=day,
+        account_metrics=len(insights.metrics),
+        media=len(insights.media),
+        unsupported=insights.unsupported,
     )
-    context.log.info(f"Insights {summary}")
-    return summary
+    unsupported = f"; unsupported by this Graph version: {', '.join(insights.unsupported)}"
+    context.log.info(f"Insights {result.summary()}{unsupported if insights.unsupported else ''}")
+    return result
 
 
 @op(retry_policy=TRANSIENT_RETRIES)
@@ -225,14 +226,20 @@ def write_refresh_log(
     outcome: FetchOutcome,
     update: AccountUpdate,
     cache: str,
-    insights: str,
+    insights: InsightsOutcome,
     mongo: MongoResource,
 ) -> Output[dict[str, Any]]:
     profile = outcome.profile
-    notes = [*outcome.notes, f"cache: {cache}", f"insights: {insights}"]
+    notes = [*outcome.notes, f"cache: {cache}"]
     with _classified(context, "write refresh log"):
         mongo.refresh_log().complete(
-            context.run_id, profile.source, update.before, update.after, _now(), notes
+            context.run_id,
+            profile.source,
+            update.before,
+            update.after,
+            _now(),
+            notes,
+            insights=insights.model_dump(mode="json"),
         )
     numbers = {
         "followers": profile.followers_count,
@@ -246,7 +253,7 @@ def write_refresh_log(
         "method": profile.method,
         "changed_fields": update.changed,
         "cache": cache,
-        "insights": insights,
+        "insights": insights.summary(),
         **numbers,
     }
     # Unknown numbers are left out rather than plotted as 0.
@@ -259,7 +266,7 @@ def write_refresh_log(
             "method": profile.method,
             "changed_fields": ", ".join(update.changed) or "none",
             "cache": cache,
-            "insights": insights,
+            "insights": insights.summary(),
         },
     )
 
@@ -276,33 +283,7 @@ def record_refresh_failure(context: HookContext) -> None:
     """Turns the run's log entry FAILED once a step has failed for good (not on retries)."""
     run = context.instance.get_run_by_id(context.run_id)
     account_id = run.tags.get("dagster/partition", "") if run else ""
-    if OBJECT_ID.fullmatch(account_id):
+    if is_account_id(account_id):
         context.resources.mongo.refresh_log().fail(
             context.run_id, account_id, _failure_text(context), _now()
         )
-
-
-@graph_asset(
-    key="instagram_profile",
-    partitions_def=instagram_accounts,
-    hooks={record_refresh_failure},
-    kinds={"instagram", "mongodb", "redis"},
-    group_name="instagram",
-    description="An Instagram creator profile, refreshed into Account, the cache and the log.",
-)
-def instagram_profile() -> Any:
-    account = load_account()
-    outcome = fetch_profile(account)
-    update = upsert_account(account, outcome)
-    cache = refresh_cache(account, update)
-    insights = collect_insights(account, outcome)
-    return write_refresh_log(outcome, update, cache, insights)
-
-
-instagram_refresh_job = define_asset_job(
-    "instagram_refresh_job",
-    selection=[instagram_profile],
-    partitions_def=instagram_accounts,
-    executor_def=in_process_executor,
-    description="Refresh one Instagram account (one partition per account id).",
-)

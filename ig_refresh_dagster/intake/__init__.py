@@ -1,0 +1,1 @@
+"""Kafka side, plain Python (no Dagster): events, the topic reader, tick planning, dead letters."""
