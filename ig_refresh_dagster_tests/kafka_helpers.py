@@ -7,6 +7,7 @@ import json
 from confluent_kafka import Consumer, TopicPartition
 
 from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS
+from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.messages import ConsumedMessage
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicCursor, TopicReader
 
@@ -24,7 +25,10 @@ def account_ids(n: int, start: int = 0) -> list[str]:
 def read_topic(bootstrap: str, topic: str) -> list[ConsumedMessage]:
     """Everything on ``topic``, read through the production reader from the beginning."""
     with TopicReader(
-        bootstrap, topic, "test-reader", fetch_wait_max_ms=int(EMBEDDED_BROKER_FETCH_WAIT_MS)
+        KafkaConnection(bootstrap_servers=bootstrap),
+        topic,
+        "test-reader",
+        fetch_wait_max_ms=int(EMBEDDED_BROKER_FETCH_WAIT_MS),
     ) as reader:
         return reader.poll(TopicCursor(topic=topic), PollLimits(idle_seconds=1.5)).messages
 

@@ -6,16 +6,28 @@ import subprocess
 import sys
 
 import pytest
-from dagster import AssetKey, DefaultSensorStatus, DynamicPartitionsDefinition, EnvVar
+from dagster import (
+    AssetKey,
+    DefaultSensorStatus,
+    DynamicPartitionsDefinition,
+    EnvVar,
+    instance_for_test,
+)
 
 from ig_refresh_dagster.definitions import build_resources
 from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
+from ig_refresh_dagster.health.config import HealthConfig
+from ig_refresh_dagster.refresh.resources import NotConfigured
+from ig_refresh_dagster.settings import SETTINGS, default
 
 
 def test_external_names_are_as_documented() -> None:
     from ig_refresh_dagster import defs
 
-    sensor = defs.resolve_sensor_def("instagram_refresh_sensor")
+    # Resolving the repository reads the current instance's definitions state; a fresh one
+    # keeps the answer independent of instances earlier tests opened and closed.
+    with instance_for_test():
+        sensor = defs.resolve_sensor_def("instagram_refresh_sensor")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
     job = defs.resolve_job_def("instagram_refresh_job")
     assert job.partitions_def == DynamicPartitionsDefinition(name="instagram_accounts")
@@ -65,3 +77,40 @@ def test_workspace_loads_the_code_location() -> None:
         timeout=120,
     )
     assert listing.returncode == 0, listing.stdout + listing.stderr
+
+
+@pytest.mark.parametrize("variable", ["MONGODB_URI", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS"])
+def test_unset_service_variable_is_a_clear_configuration_error(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside the dev stack nothing falls back to a local store: each service must be named."""
+    monkeypatch.delenv(variable, raising=False)
+    resources = build_resources()
+    use = {
+        "MONGODB_URI": lambda: resources["mongo"].db(),
+        "REDIS_URL": lambda: resources["redis"].client(),
+        "KAFKA_BOOTSTRAP_SERVERS": lambda: resources["kafka"].reader(),
+    }[variable]
+    with pytest.raises(NotConfigured, match=f"{variable} is not set"):
+        use()
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    table_rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    documented = {row.split("`")[1] for row in table_rows}
+    assert set(SETTINGS) <= documented, sorted(set(SETTINGS) - documented)
+
+
+def test_every_default_lives_in_the_settings_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing set, resources carry exactly the table's defaults."""
+    for name in SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    resources = build_resources()
+    assert resources["kafka"].topic == default("INSTAGRAM_REFRESH_TOPIC")
+    assert resources["kafka"].dlq_topic == default("INSTAGRAM_REFRESH_DLQ_TOPIC")
+    assert resources["mongo"].database == default("MONGODB_DATABASE")
+    assert resources["instagram"].hourly_budget == default("INSTAGRAM_HOURLY_BUDGET")
+    assert resources["instagram"].graph_api_url == default("INSTAGRAM_GRAPH_API_URL")
+    assert HealthConfig().port == default("PORT")
+    assert HealthConfig().host == default("HOST")

@@ -34,6 +34,7 @@ from ig_refresh_dagster.devstack.stack import (
     embedded_stack,
     venv_bin,
 )
+from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicCursor, TopicReader
 from ig_refresh_dagster.refresh.outcomes import InsightsOutcome
 from ig_refresh_dagster.stores.mongo import open_client
@@ -131,7 +132,7 @@ def _collect(instance: Any, db: Any, accounts: list[DemoAccount]) -> list[Outcom
 def _dead_letters(stack: EmbeddedStack) -> list[str]:
     topic = stack.setting("INSTAGRAM_REFRESH_DLQ_TOPIC")
     with TopicReader(
-        stack.env["KAFKA_BOOTSTRAP_SERVERS"],
+        KafkaConnection(bootstrap_servers=stack.env["KAFKA_BOOTSTRAP_SERVERS"]),
         topic,
         "ig-refresh-demo",
         fetch_wait_max_ms=int(EMBEDDED_BROKER_FETCH_WAIT_MS),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaException, Producer
 
+from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.events import Rejection
 from ig_refresh_dagster.intake.messages import ConsumedMessage
 
@@ -24,15 +25,12 @@ def dlq_headers(message: ConsumedMessage, rejection: Rejection) -> list[tuple[st
 
 
 class DeadLetterPublisher:
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, connection: KafkaConnection, topic: str) -> None:
         self.topic = topic
         self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "enable.idempotence": False,
-                "acks": "all",
-                "message.timeout.ms": 15000,
-            }
+            connection.client_config(
+                **{"enable.idempotence": False, "acks": "all", "message.timeout.ms": 15000}
+            )
         )
 
     def publish(self, rejected: list[tuple[ConsumedMessage, Rejection]]) -> None:

@@ -21,6 +21,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from pydantic import BaseModel, ValidationError
 
+from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.messages import ConsumedMessage
 
 
@@ -73,25 +74,26 @@ class PollResult(BaseModel):
 class TopicReader:
     def __init__(
         self,
-        bootstrap_servers: str,
+        connection: KafkaConnection,
         topic: str,
         group_id: str,
         fetch_wait_max_ms: int | None = None,
     ) -> None:
         self.topic = topic
-        self._admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+        self._admin = AdminClient(connection.client_config())
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "group.id": group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                # An out-of-range cursor (the broker lost its log) is reported, not silently reset.
-                "auto.offset.reset": "error",
-                "socket.timeout.ms": 10000,
-                # Tuning for the embedded broker (KAFKA_FETCH_WAIT_MAX_MS, set by the dev stack).
-                **({"fetch.wait.max.ms": fetch_wait_max_ms} if fetch_wait_max_ms else {}),
-            }
+            connection.client_config(
+                **{
+                    "group.id": group_id,
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    # An out-of-range cursor (the broker lost its log) is reported, not reset.
+                    "auto.offset.reset": "error",
+                    "socket.timeout.ms": 10000,
+                    # Embedded-broker tuning (KAFKA_FETCH_WAIT_MAX_MS, set by the dev stack).
+                    **({"fetch.wait.max.ms": fetch_wait_max_ms} if fetch_wait_max_ms else {}),
+                }
+            )
         )
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from ig_refresh_dagster.instagram.graph import GraphClient
 from ig_refresh_dagster.instagram.insights import InsightsClient
 from ig_refresh_dagster.instagram.scrape import ProfileScraper
 from ig_refresh_dagster.instagram.transport import GraphTransport
+from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.dead_letters import DeadLetterPublisher
 from ig_refresh_dagster.intake.events import DEFAULT_MAX_MESSAGE_BYTES
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicReader
@@ -117,18 +118,21 @@ class KafkaResource(ConfigurableResource):
     idle_poll_seconds: float = 0.5
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
+    def connection(self) -> KafkaConnection:
+        return KafkaConnection(
+            bootstrap_servers=_require(self.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+        )
+
     def reader(self) -> TopicReader:
         return TopicReader(
-            _require(self.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS"),
+            self.connection(),
             self.topic,
             self.group_id,
             fetch_wait_max_ms=self.fetch_wait_max_ms,
         )
 
     def dead_letters(self) -> DeadLetterPublisher:
-        return DeadLetterPublisher(
-            _require(self.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS"), self.dlq_topic
-        )
+        return DeadLetterPublisher(self.connection(), self.dlq_topic)
 
     def limits(self) -> PollLimits:
         return PollLimits(

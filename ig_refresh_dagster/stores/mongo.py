@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import litemongo
 import pymongo
 
 LITEMONGO_SCHEME = "litemongo"
@@ -28,6 +27,13 @@ def open_client(uri: str, timeout_ms: int = 5000) -> Any:
         path = Path(urlparse(uri).path)
         if not path.is_absolute() or urlparse(uri).netloc:
             raise ValueError("litemongo URI must be litemongo:///ABSOLUTE/DIR (three slashes)")
+        try:
+            import litemongo  # the dev extra's embedded store; production never imports it
+        except ImportError:
+            raise ValueError(
+                "MONGODB_URI names the embedded litemongo store, which is installed only with "
+                "the dev extra (pip install '.[dev]'); point MONGODB_URI at MongoDB instead"
+            ) from None
         path.mkdir(parents=True, exist_ok=True)
         return litemongo.connect(f"{LITEMONGO_SCHEME}://{path}")
     raise ValueError(
