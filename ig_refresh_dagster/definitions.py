@@ -6,6 +6,7 @@ from __future__ import annotations
 from dagster import Definitions, EnvVar
 
 from ig_refresh_dagster import settings
+from ig_refresh_dagster.refresh.dead_runs import refresh_dead_run_reaper
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
 from ig_refresh_dagster.refresh.job import instagram_profile, instagram_refresh_job
 from ig_refresh_dagster.refresh.resources import (
@@ -14,10 +15,7 @@ from ig_refresh_dagster.refresh.resources import (
     MongoResource,
     RedisResource,
 )
-from ig_refresh_dagster.refresh.run_status import (
-    refresh_canceled_log_sensor,
-    refresh_failure_log_sensor,
-)
+from ig_refresh_dagster.refresh.run_status import refresh_log_reconciler
 
 
 def env(name: str) -> EnvVar | str | None:
@@ -59,6 +57,6 @@ def build_resources() -> dict[str, object]:
 defs = Definitions(
     assets=[instagram_profile],
     jobs=[instagram_refresh_job],
-    sensors=[instagram_refresh_sensor, refresh_failure_log_sensor, refresh_canceled_log_sensor],
+    sensors=[instagram_refresh_sensor, refresh_dead_run_reaper, refresh_log_reconciler],
     resources=build_resources(),
 )

@@ -7,13 +7,22 @@ stack and the tests use, because no MongoDB server can be installed here.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pymongo
+import pymongo.errors
 
 LITEMONGO_SCHEME = "litemongo"
+# A store that cannot be reached right now: MongoDB's network errors (server selection, reset
+# connections, timeouts), and for the embedded store a locked or unreadable SQLite file. Callers
+# retry these; everything else is a permanent error.
+STORE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    pymongo.errors.ConnectionFailure,
+    sqlite3.OperationalError,
+)
 
 
 def open_client(uri: str, timeout_ms: int = 5000) -> Any:
@@ -34,8 +43,15 @@ def open_client(uri: str, timeout_ms: int = 5000) -> Any:
                 "MONGODB_URI names the embedded litemongo store, which is installed only with "
                 "the dev extra (pip install '.[dev]'); point MONGODB_URI at MongoDB instead"
             ) from None
-        path.mkdir(parents=True, exist_ok=True)
-        return litemongo.connect(f"{LITEMONGO_SCHEME}://{path}")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return litemongo.connect(f"{LITEMONGO_SCHEME}://{path}")
+        except (OSError, ValueError) as exc:
+            # The store's folder is gone, blocked or unreadable: unreachable, like a MongoDB
+            # server that does not answer, so a caller retries instead of failing for good.
+            raise pymongo.errors.ConnectionFailure(
+                f"embedded store {path} is unreachable: {exc}"
+            ) from None
     raise ValueError(
         f"MONGODB_URI scheme {scheme!r} is not supported: use mongodb://, mongodb+srv:// "
         "or litemongo:///ABSOLUTE/DIR"

@@ -1,7 +1,8 @@
 """``DataRefreshLog``: one entry per Dagster run, keyed by run id.
 
-Every write is an upsert on ``runId``, so op retries and a re-executed step land on the same
-entry instead of adding another one.
+Every write is an upsert on ``runId`` that carries the entry's identity, so op retries land on
+the same entry, and a re-execution that skips ``load_account`` (which writes ``start``) still
+gets its own entry from whichever write comes first.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from bson import ObjectId
 
 COLLECTION = "DataRefreshLog"
 PLATFORM = "INSTAGRAM"
+IN_PROGRESS = "IN_PROGRESS"
 
 
 def _identity(run_id: str, account_id: str, now: datetime) -> dict[str, Any]:
@@ -37,7 +39,7 @@ class RefreshLogStore:
             {"runId": run_id},
             {
                 "$setOnInsert": _identity(run_id, account_id, now),
-                "$set": {"status": "IN_PROGRESS"},
+                "$set": {"status": IN_PROGRESS},
             },
             upsert=True,
         )
@@ -51,10 +53,13 @@ class RefreshLogStore:
         now: datetime,
         notes: list[str],
         insights: dict[str, Any] | None = None,
+        *,
+        account_id: str,
     ) -> None:
         self._coll.update_one(
             {"runId": run_id},
             {
+                "$setOnInsert": _identity(run_id, account_id, now),
                 "$set": {
                     "status": "COMPLETED",
                     "completedAt": now,
@@ -65,6 +70,7 @@ class RefreshLogStore:
                 },
                 "$unset": {"error": ""},
             },
+            upsert=True,
         )
 
     def fail(self, run_id: str, account_id: str, error: str, now: datetime) -> None:
@@ -81,11 +87,35 @@ class RefreshLogStore:
     def for_run(self, run_id: str) -> dict[str, Any] | None:
         return self._coll.find_one({"runId": run_id})
 
-    def close_open(self, run_id: str, account_id: str, error: str, now: datetime) -> bool:
-        """FAILED for a run that ended without its steps saying so (crash, cancel); a no-op
-        when the entry already has its final status. True when it wrote."""
+    def statuses(self, run_ids: list[str]) -> dict[str, str]:
+        """The status of each run's entry; runs without an entry are absent."""
+        found = self._coll.find({"runId": {"$in": run_ids}}, {"runId": 1, "status": 1})
+        return {doc["runId"]: doc.get("status", IN_PROGRESS) for doc in found}
+
+    def close_open(
+        self,
+        run_id: str,
+        account_id: str,
+        status: Literal["COMPLETED", "FAILED"],
+        detail: str,
+        now: datetime,
+    ) -> bool:
+        """Gives the entry of a run that ended without its steps saying so (crash, cancel, a
+        store outage at the end) the run's real outcome. Only a missing or ``IN_PROGRESS``
+        entry is written: whatever final status the run wrote itself is kept. True when it
+        wrote."""
         entry = self.for_run(run_id)
-        if entry is not None and entry.get("status") in ("COMPLETED", "FAILED"):
+        if entry is not None and entry.get("status", IN_PROGRESS) != IN_PROGRESS:
             return False
-        self.fail(run_id, account_id, error, now)
+        if status == "FAILED":
+            self.fail(run_id, account_id, detail, now)
+            return True
+        self._coll.update_one(
+            {"runId": run_id},
+            {
+                "$setOnInsert": _identity(run_id, account_id, now),
+                "$set": {"status": status, "completedAt": now, "notes": [detail]},
+            },
+            upsert=True,
+        )
         return True
