@@ -4,7 +4,10 @@ from failure (``load_account`` skipped), and a step that failed for good, transi
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from bson import ObjectId
@@ -19,7 +22,7 @@ from dagster import (
     instance_for_test,
     reconstructable,
 )
-from pymongo.errors import ServerSelectionTimeoutError
+from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.partitions import instagram_accounts
@@ -29,6 +32,8 @@ from ig_refresh_dagster.refresh.ops import (
     record_refresh_failure,
 )
 from ig_refresh_dagster.refresh.resources import MongoResource
+from ig_refresh_dagster.stores.mongo import STORE_UNAVAILABLE, open_client
+from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
 from ig_refresh_dagster_tests.refresh_helpers import (
     job_resources,
     real_defs,
@@ -136,3 +141,26 @@ def test_hook_with_mongo_down_still_requests_the_retry(instance, mongo_db, mongo
     assert instance.get_run_by_id(run.run_id).tags[RETRY_STEP_FAILURE_TAG] == "true"
     assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.NOT_STARTED
     assert list(mongo_db["DataRefreshLog"].find({"runId": run.run_id})) == []
+
+
+def test_unreachable_embedded_store_is_transient_not_permanent(mongo_db, mongo_uri) -> None:
+    """A blocked store folder (new clients) and a write-locked file (open clients) are what
+    the embedded store's outage looks like; both must be retried, like MongoDB's network
+    errors, rather than failing the refresh for good."""
+    path, moved = block_store(mongo_uri)
+    try:
+        with pytest.raises(ConnectionFailure, match="unreachable"):
+            open_client(mongo_uri)
+    finally:
+        unblock_store(path, moved)
+    mongo_db["DataRefreshLog"].insert_one({"runId": "warm-up"})
+    lock = sqlite3.connect(
+        Path(mongo_uri.removeprefix("litemongo://")) / "ratecreator" / "DataRefreshLog"
+    )
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(STORE_UNAVAILABLE):
+            RefreshLogStore(mongo_db).start("run-locked", str(ObjectId()), datetime.now(UTC))
+    finally:
+        lock.rollback()
+        lock.close()
