@@ -145,9 +145,11 @@ def upsert_account(
     outcome: FetchOutcome,
     mongo: MongoResource,
 ) -> AccountUpdate:
+    profile, now = outcome.profile, _now()
     with _classified(context, "upsert account"):
-        update = mongo.accounts().apply_refresh(
-            account.id, outcome.profile.to_account_fields(), _now()
+        update = mongo.accounts().apply_refresh(account.id, profile.to_account_fields(), now)
+        mongo.history().record(
+            account.id, now, profile.followers_count, profile.follows_count, profile.media_count
         )
     context.log.info(f"Changed fields: {', '.join(update.changed) or 'none'}")
     return update
