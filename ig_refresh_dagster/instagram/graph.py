@@ -1,7 +1,7 @@
 """Instagram Graph API Business Discovery: one GET per profile, errors mapped to the taxonomy.
 
 The request itself, token handling (header only, every error string scrubbed) and the mapping
-of Graph error codes onto the taxonomy live in ``graph_errors``, shared with the insights client.
+of Graph error codes onto the taxonomy live in ``transport``, shared with the insights client.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-import requests
 from pydantic import BaseModel, ValidationError
 
-from ig_refresh_dagster.instagram.errors import PermanentError
+from ig_refresh_dagster.instagram.errors import PermanentError, ProfileMismatch
 from ig_refresh_dagster.instagram.models import InstagramProfile, RecentMedia
 from ig_refresh_dagster.instagram.transport import GraphTransport, as_int
 from ig_refresh_dagster.instagram.usage import ApiUsage
@@ -65,11 +64,10 @@ class GraphClient:
         access_token: str,
         media_limit: int = 12,
         timeout: float = 10.0,
-        session: requests.Session | None = None,
     ) -> None:
         if not access_token:
             raise ValueError("an access token is required for the Graph API")
-        self._transport = GraphTransport(base_url, timeout=timeout, session=session)
+        self._transport = GraphTransport(base_url, timeout=timeout)
         self._business_account_id = business_account_id
         self._token = access_token
         self.media_limit = media_limit
@@ -95,6 +93,14 @@ class GraphClient:
             raise PermanentError(
                 f"Graph answered for @{name} without a business_discovery object",
                 reason="graph_unexpected_body",
+                usage=usage,
+            )
+        answered_for = data.get("username")
+        if isinstance(answered_for, str) and answered_for.lower() != name:
+            raise ProfileMismatch(
+                f"Graph answered the request for @{name} with the profile of "
+                f"{answered_for[:40]!a}; nothing is written",
+                reason="graph_profile_mismatch",
                 usage=usage,
             )
         media_block = data.get("media")
