@@ -13,10 +13,11 @@ from pytest_httpserver import HTTPServer
 from ig_refresh_dagster.devstack.instagram_standin import response_from_spec
 from ig_refresh_dagster.instagram import GraphClient, InstagramProfile, ProfileScraper
 from ig_refresh_dagster.instagram.errors import InstagramError
+from ig_refresh_dagster.instagram.metrics import DEFAULT_GRAPH_MAJOR
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BUSINESS_ID = "17841400000000001"
-GRAPH_VERSION = "v21.0"
+GRAPH_VERSION = f"v{DEFAULT_GRAPH_MAJOR}.0"
 GRAPH_PATH = f"/{GRAPH_VERSION}/{BUSINESS_ID}"
 JSON_PATH = "/api/v1/users/web_profile_info/"
 TOKEN = "test-token-5f2a"
