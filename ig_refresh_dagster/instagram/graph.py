@@ -12,11 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ig_refresh_dagster.instagram.errors import PermanentError, ProfileMismatch
+from ig_refresh_dagster.instagram.errors import PermanentError
 from ig_refresh_dagster.instagram.models import InstagramProfile, RecentMedia
 from ig_refresh_dagster.instagram.transport import GraphTransport, as_int
 from ig_refresh_dagster.instagram.usage import ApiUsage
-from ig_refresh_dagster.instagram.usernames import validate_username
+from ig_refresh_dagster.instagram.usernames import require_same_account, validate_username
 
 PROFILE_FIELDS = (
     "id,ig_id,username,name,biography,profile_picture_url,followers_count,follows_count,"
@@ -95,14 +95,7 @@ class GraphClient:
                 reason="graph_unexpected_body",
                 usage=usage,
             )
-        answered_for = data.get("username")
-        if isinstance(answered_for, str) and answered_for.lower() != name:
-            raise ProfileMismatch(
-                f"Graph answered the request for @{name} with the profile of "
-                f"{answered_for[:40]!a}; nothing is written",
-                reason="graph_profile_mismatch",
-                usage=usage,
-            )
+        require_same_account(name, data.get("username"), "Graph", "graph_profile_mismatch", usage)
         media_block = data.get("media")
         media_items = media_block.get("data") if isinstance(media_block, dict) else None
         try:

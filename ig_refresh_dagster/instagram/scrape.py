@@ -42,7 +42,7 @@ from ig_refresh_dagster.instagram.errors import (
 )
 from ig_refresh_dagster.instagram.models import InstagramProfile, RecentMedia
 from ig_refresh_dagster.instagram.retry_after import retry_after_seconds
-from ig_refresh_dagster.instagram.usernames import validate_username
+from ig_refresh_dagster.instagram.usernames import require_same_account, validate_username
 
 IG_APP_ID = "936619743392459"
 USER_AGENT = (
@@ -245,13 +245,7 @@ class ProfileScraper:
         user = data.get("user") if isinstance(data, dict) else None
         if response.status != 200 or not isinstance(user, dict):
             raise _Inconclusive
-        answered_for = user.get("username")
-        if isinstance(answered_for, str) and answered_for.lower() != name:
-            raise ProfileMismatch(
-                f"Instagram answered the request for @{name} with the profile of "
-                f"{answered_for[:40]!a}; nothing is written",
-                reason="scrape_profile_mismatch",
-            )
+        require_same_account(name, user.get("username"), "Instagram", "scrape_profile_mismatch")
         return self._profile_from_user(name, user)
 
     def _profile_from_user(self, name: str, user: dict[str, Any]) -> InstagramProfile:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,15 @@ def serve_scrape(server: HTTPServer, case: dict[str, Any]) -> None:
         serve(server, JSON_PATH, case["json_response"], "scrape", f"username={username}")
     if case.get("html_response") is not None:
         serve(server, f"/{username}/", case["html_response"], "scrape")
+
+
+def wait_until_answered(server: HTTPServer, count: int = 1, timeout: float = 10.0) -> None:
+    """Wait (bounded) until the server has finished ``count`` requests. A handler still busy
+    after the client gave up would otherwise log its request into the next test."""
+    ends = time.monotonic() + timeout
+    while len(server.log) < count and time.monotonic() < ends:
+        time.sleep(0.02)
+    assert len(server.log) >= count, "the server did not finish the request in time"
 
 
 def requested_kinds(server: HTTPServer) -> list[str]:

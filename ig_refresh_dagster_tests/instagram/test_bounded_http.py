@@ -19,7 +19,14 @@ from ig_refresh_dagster.instagram.errors import ResponseTooLarge, TransientError
 from ig_refresh_dagster.instagram.scrape import SCRAPE_MAX_BYTES
 from ig_refresh_dagster.instagram.transport import GRAPH_MAX_BYTES
 
-from .helpers import BUSINESS_ID, GRAPH_PATH, GRAPH_VERSION, JSON_PATH, TOKEN
+from .helpers import (
+    BUSINESS_ID,
+    GRAPH_PATH,
+    GRAPH_VERSION,
+    JSON_PATH,
+    TOKEN,
+    wait_until_answered,
+)
 
 # A trickle that outlasts every deadline below many times over, but ends by itself.
 TRICKLE_BYTES = 60
@@ -80,6 +87,7 @@ def test_endless_answer_is_cut_at_the_cap(httpserver: HTTPServer, kind: str) -> 
         error = _fail(make(httpserver.url_for("").rstrip("/")))
     finally:
         stop.set()
+        wait_until_answered(httpserver)
     assert isinstance(error, ResponseTooLarge)
     assert sent[0] < 32 * limit
 
@@ -118,6 +126,7 @@ def test_trickling_body_ends_at_the_deadline(httpserver: HTTPServer, kind: str) 
         error = _fail(make(httpserver.url_for("").rstrip("/")))
     finally:
         stop.set()
+        wait_until_answered(httpserver)
     assert isinstance(error, TransientError)
     assert error.reason == f"{kind}_timeout"
     assert f"within {DEADLINE:g}s" in error.message

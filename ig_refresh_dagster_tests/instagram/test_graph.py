@@ -28,6 +28,7 @@ from .helpers import (
     graph_client,
     load_case,
     serve,
+    wait_until_answered,
 )
 
 EXPECTED_FIELDS = (
@@ -117,6 +118,7 @@ def test_timeout_is_transient(httpserver: HTTPServer) -> None:
             graph_client(httpserver, timeout=0.2).fetch("acme.studio")
     finally:
         release.set()
+        wait_until_answered(httpserver)
     assert info.value.reason == "graph_timeout"
 
 
