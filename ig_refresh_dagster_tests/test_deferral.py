@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,20 +23,34 @@ from bson import ObjectId
 from dagster import (
     DagsterEventType,
     DagsterInstance,
+    DagsterRunStatus,
     RunRequest,
+    RunsFilter,
     SensorResult,
     build_sensor_context,
     instance_for_test,
 )
 
 from ig_refresh_dagster.devstack.instagram_standin import DEFAULT_FIXTURES, InstagramStandin
-from ig_refresh_dagster.devstack.seed import DemoAccount, demo_accounts, seed_accounts
+from ig_refresh_dagster.devstack.seed import (
+    DemoAccount,
+    DemoEvent,
+    demo_accounts,
+    publish,
+    seed_accounts,
+)
+from ig_refresh_dagster.devstack.services import ServiceProcess
+from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS, PROJECT_ROOT
 from ig_refresh_dagster.refresh.deferral_sensor import RETRY_OF_TAG
 from ig_refresh_dagster.refresh.ops import DEFERRAL_LIMIT, MAX_DEFERRAL_WAIT, OUTCOME_TAG
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore, as_utc
+from ig_refresh_dagster_tests.conftest import Topics
+from ig_refresh_dagster_tests.kafka_helpers import refresh_event
 from ig_refresh_dagster_tests.refresh_helpers import TOKEN, job_resources, real_defs, run_refresh
 
+WORKSPACE = str(PROJECT_ROOT / "workspace.yaml")
+TERMINAL = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 SKIPPED_AFTER_DEFERRAL = {
     "instagram_profile.upsert_account",
     "instagram_profile.refresh_cache",
@@ -359,3 +375,127 @@ def test_sensor_requests_one_run_per_account_per_tick(
         _defer(store, f"same-account-{n}", account)
     (request,) = tick(resources, instance).run_requests
     assert request.partition_key == account
+
+
+def _wait_for(what: str, check, deadline: float):
+    """Polls ``check`` until it returns something truthy; fails naming ``what`` at the deadline."""
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _ended_runs(instance: DagsterInstance, account_id: str) -> list:
+    records = instance.get_run_records(
+        RunsFilter(tags={"dagster/partition": account_id}), ascending=True
+    )
+    return [r for r in records if r.dagster_run.status in TERMINAL]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_daemon_retries_a_deferred_refresh_on_its_own_once_the_block_lifts(
+    tmp_path: Path,
+    topics: Topics,
+    fixtures_dir: Path,
+    mongo_db,
+    mongo_uri: str,
+    redis_url_for_test: str,
+    redis_client: redis.Redis,
+) -> None:
+    """The real daemon, no operator: busy.bee is scrape-blocked (429, Retry-After 1 s), so its
+    run ends DEFERRED while acme.studio refreshes through Graph; once Instagram answers again
+    deferred_refresh_sensor starts a new run that completes and links to the deferred one."""
+    spec = {"status": 429, "headers": {"Retry-After": "1"}, "text": "Please wait"}
+    (fixtures_dir / "busy.bee" / "web_profile_info.json").write_text(json.dumps(spec))
+    by_name = {a.username: a for a in demo_accounts()}
+    busy, acme = by_name["busy.bee"], by_name["acme.studio"]
+    seed_accounts(mongo_db, redis_client, [busy, acme])
+    publish(
+        topics.bootstrap,
+        topics.refresh,
+        [
+            DemoEvent(label=a.username, value=refresh_event(a.account_id), account_id=a.account_id)
+            for a in (busy, acme)
+        ],
+    )
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+
+    with InstagramStandin(token=TOKEN, fixtures_dir=fixtures_dir) as standin:
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "DAGSTER_HOME": str(home),
+            "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
+            "KAFKA_FETCH_WAIT_MAX_MS": EMBEDDED_BROKER_FETCH_WAIT_MS,
+            "INSTAGRAM_REFRESH_TOPIC": topics.refresh,
+            "INSTAGRAM_REFRESH_DLQ_TOPIC": topics.dlq,
+            "REDIS_URL": redis_url_for_test,
+            "MONGODB_URI": mongo_uri,
+            "INSTAGRAM_GRAPH_API_URL": standin.graph_url,
+            "INSTAGRAM_WEB_URL": standin.web_url,
+            "INSTAGRAM_ACCESS_TOKEN": TOKEN,
+            "INSTAGRAM_BUSINESS_ACCOUNT_ID": "17841400000000000",
+        }
+        daemon = ServiceProcess(
+            "dagster-daemon",
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", WORKSPACE],
+            None,
+            tmp_path / "daemon.log",
+            env=env,
+            cwd=PROJECT_ROOT,
+        )
+        instance = DagsterInstance.from_config(str(home))
+        try:
+            deadline = time.monotonic() + 240
+            (deferred,) = _wait_for(
+                "busy.bee's first run to end",
+                lambda: _ended_runs(instance, busy.account_id),
+                deadline,
+            )
+            lift_block(fixtures_dir, "busy.bee")
+            _, retried = _wait_for(
+                "the deferred refresh to be run again",
+                lambda: (runs := _ended_runs(instance, busy.account_id))[1:] and runs,
+                deadline,
+            )
+            (acme_run,) = _wait_for(
+                "acme.studio's run", lambda: _ended_runs(instance, acme.account_id), deadline
+            )
+        finally:
+            daemon.stop()
+            instance.dispose()
+
+    first, second = deferred.dagster_run, retried.dagster_run
+    assert first.status == second.status == acme_run.dagster_run.status == DagsterRunStatus.SUCCESS
+    assert first.tags[OUTCOME_TAG] == "deferred"
+    assert second.tags[RETRY_OF_TAG] == first.run_id
+    assert second.tags["dagster/sensor_name"] == "deferred_refresh_sensor"
+    old, new = entry(mongo_db, first.run_id), entry(mongo_db, second.run_id)
+    assert (old["status"], old["retriedBy"]) == ("DEFERRED", second.run_id)
+    assert (new["status"], new["retryOf"]) == ("COMPLETED", [first.run_id])
+    assert entry(mongo_db, acme_run.dagster_run.run_id)["status"] == "COMPLETED"
+    materialized = DagsterEventType.ASSET_MATERIALIZATION
+    assert not instance_logs(home, first.run_id, materialized)
+    assert instance_logs(home, second.run_id, materialized)
+    assert not instance_logs(home, first.run_id, DagsterEventType.STEP_UP_FOR_RETRY)
+    account = mongo_db["Account"].find_one({"_id": ObjectId(busy.account_id)})
+    assert account["followerCount"] != busy.before["followerCount"]
+    # Measured, not asserted: how long the deferred run held a run slot.
+    held = deferred.end_time - deferred.start_time
+    print(
+        f"\ndeferred run start → end: {held:.2f}s; retry run: "
+        f"{retried.end_time - retried.start_time:.2f}s; "
+        f"deferred end → retry start: {retried.start_time - deferred.end_time:.1f}s"
+    )
+
+
+def instance_logs(home: Path, run_id: str, kind: DagsterEventType) -> list:
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        return list(instance.all_logs(run_id, of_type=kind))
+    finally:
+        instance.dispose()
