@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -39,17 +38,16 @@ from ig_refresh_dagster.devstack.seed import (
     publish,
     seed_accounts,
 )
-from ig_refresh_dagster.devstack.services import ServiceProcess
-from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS, PROJECT_ROOT
+from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS
 from ig_refresh_dagster.refresh.deferral_sensor import RETRY_OF_TAG
 from ig_refresh_dagster.refresh.ops import DEFERRAL_LIMIT, MAX_DEFERRAL_WAIT, OUTCOME_TAG
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore, as_utc
 from ig_refresh_dagster_tests.conftest import Topics
+from ig_refresh_dagster_tests.daemon_helpers import dagster_home, start_daemon
 from ig_refresh_dagster_tests.kafka_helpers import refresh_event
 from ig_refresh_dagster_tests.refresh_helpers import TOKEN, job_resources, real_defs, run_refresh
 
-WORKSPACE = str(PROJECT_ROOT / "workspace.yaml")
 TERMINAL = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 SKIPPED_AFTER_DEFERRAL = {
     "instagram_profile.upsert_account",
@@ -421,32 +419,17 @@ def test_daemon_retries_a_deferred_refresh_on_its_own_once_the_block_lifts(
             for a in (busy, acme)
         ],
     )
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = dagster_home(tmp_path)
 
     with InstagramStandin(token=TOKEN, fixtures_dir=fixtures_dir) as standin:
-        env = {
-            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-            "DAGSTER_HOME": str(home),
-            "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
-            "KAFKA_FETCH_WAIT_MAX_MS": EMBEDDED_BROKER_FETCH_WAIT_MS,
-            "INSTAGRAM_REFRESH_TOPIC": topics.refresh,
-            "INSTAGRAM_REFRESH_DLQ_TOPIC": topics.dlq,
-            "REDIS_URL": redis_url_for_test,
-            "MONGODB_URI": mongo_uri,
-            "INSTAGRAM_GRAPH_API_URL": standin.graph_url,
-            "INSTAGRAM_WEB_URL": standin.web_url,
-            "INSTAGRAM_ACCESS_TOKEN": TOKEN,
-            "INSTAGRAM_BUSINESS_ACCOUNT_ID": "17841400000000000",
-        }
-        daemon = ServiceProcess(
-            "dagster-daemon",
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", WORKSPACE],
-            None,
+        daemon = start_daemon(
+            home,
+            topics,
+            redis_url_for_test,
+            mongo_uri,
+            standin,
             tmp_path / "daemon.log",
-            env=env,
-            cwd=PROJECT_ROOT,
+            KAFKA_FETCH_WAIT_MAX_MS=EMBEDDED_BROKER_FETCH_WAIT_MS,
         )
         instance = DagsterInstance.from_config(str(home))
         try:
