@@ -23,6 +23,7 @@ from dagster import (
     DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
+    DefaultSensorStatus,
     RunRequest,
     RunsFilter,
     SensorResult,
@@ -40,6 +41,7 @@ from ig_refresh_dagster.devstack.seed import (
 )
 from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS
 from ig_refresh_dagster.refresh.deferral_sensor import RETRY_OF_TAG
+from ig_refresh_dagster.refresh.job import instagram_profile
 from ig_refresh_dagster.refresh.ops import DEFERRAL_LIMIT, MAX_DEFERRAL_WAIT, OUTCOME_TAG
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore, as_utc
@@ -49,12 +51,6 @@ from ig_refresh_dagster_tests.kafka_helpers import refresh_event
 from ig_refresh_dagster_tests.refresh_helpers import TOKEN, job_resources, real_defs, run_refresh
 
 TERMINAL = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
-SKIPPED_AFTER_DEFERRAL = {
-    "instagram_profile.upsert_account",
-    "instagram_profile.refresh_cache",
-    "instagram_profile.collect_insights",
-    "instagram_profile.write_refresh_log",
-}
 
 
 @pytest.fixture
@@ -156,9 +152,10 @@ def test_exhausted_budgets_defer_the_refresh_and_end_the_run_at_once(
     assert before < as_utc(log["retryAt"]) <= before + MAX_DEFERRAL_WAIT + timedelta(minutes=1)
     assert instance.get_run_by_id(result.run_id).tags[OUTCOME_TAG] == "deferred"
     assert result.asset_materializations_for_node("instagram_profile") == []
-    assert step_keys(instance, result.run_id, DagsterEventType.STEP_SKIPPED) == (
-        SKIPPED_AFTER_DEFERRAL
-    )
+    ran = {"instagram_profile.load_account", "instagram_profile.fetch_profile"}
+    assert step_keys(instance, result.run_id, DagsterEventType.STEP_SUCCESS) == ran
+    every_step = {f"instagram_profile.{n.name}" for n in instagram_profile.node_def.nodes}
+    assert step_keys(instance, result.run_id, DagsterEventType.STEP_SKIPPED) == every_step - ran
     assert not instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
     warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level >= 30]
     assert any("refresh DEFERRED until" in w for w in warnings)
@@ -482,3 +479,13 @@ def instance_logs(home: Path, run_id: str, kind: DagsterEventType) -> list:
         return list(instance.all_logs(run_id, of_type=kind))
     finally:
         instance.dispose()
+
+
+def test_deferred_refresh_sensor_is_in_the_code_location_and_running_by_default() -> None:
+    """No operator has to switch it on: a deferral is retried on a fresh install."""
+    from ig_refresh_dagster import defs
+
+    with instance_for_test():
+        sensor = defs.resolve_sensor_def("deferred_refresh_sensor")
+    assert sensor.default_status == DefaultSensorStatus.RUNNING
+    assert sensor.job_name == "instagram_refresh_job"
