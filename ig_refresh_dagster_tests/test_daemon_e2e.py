@@ -4,6 +4,8 @@ stand-in, with events published to Kafka exactly as the scheduler would."""
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -14,9 +16,10 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
 from ig_refresh_dagster.devstack.seed import DemoEvent, demo_accounts, publish, seed_accounts
+from ig_refresh_dagster.devstack.services import ServiceProcess
+from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 from ig_refresh_dagster.stores.cache import cache_key
 from ig_refresh_dagster_tests.conftest import Topics
-from ig_refresh_dagster_tests.daemon_helpers import dagster_home, start_daemon
 from ig_refresh_dagster_tests.kafka_helpers import read_topic, refresh_event
 
 TOKEN = "e2e-token-do-not-log"
@@ -41,7 +44,9 @@ def test_daemon_processes_published_events_end_to_end(
     mongo_uri,
     mongo_db,
 ) -> None:
-    home = dagster_home(tmp_path)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     by_name = {a.username: a for a in demo_accounts()}
     chosen = [by_name["acme.studio"], by_name["sam.outdoors"], by_name["lena.fotografie"]]
     seed_accounts(mongo_db, redis_client, chosen)
@@ -60,8 +65,31 @@ def test_daemon_processes_published_events_end_to_end(
     publish(topics.bootstrap, topics.refresh, events)
 
     with InstagramStandin(token=TOKEN) as standin:
-        daemon = start_daemon(
-            home, topics, redis_url_for_test, mongo_uri, standin, tmp_path / "daemon.log"
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "DAGSTER_HOME": str(home),
+            "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
+            "INSTAGRAM_REFRESH_TOPIC": topics.refresh,
+            "INSTAGRAM_REFRESH_DLQ_TOPIC": topics.dlq,
+            "REDIS_URL": redis_url_for_test,
+            "MONGODB_URI": mongo_uri,
+            "INSTAGRAM_GRAPH_API_URL": standin.graph_url,
+            "INSTAGRAM_WEB_URL": standin.web_url,
+            "INSTAGRAM_ACCESS_TOKEN": TOKEN,
+            "INSTAGRAM_BUSINESS_ACCOUNT_ID": "17841400000000000",
+        }
+        daemon = ServiceProcess(
+            "dagster-daemon",
+            [
+                str(Path(sys.executable).parent / "dagster-daemon"),
+                "run",
+                "-w",
+                str(PROJECT_ROOT / "workspace.yaml"),
+            ],
+            None,
+            tmp_path / "daemon.log",
+            env=env,
+            cwd=PROJECT_ROOT,
         )
         instance = DagsterInstance.from_config(str(home))
         try:

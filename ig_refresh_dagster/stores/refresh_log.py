@@ -2,11 +2,6 @@
 
 Every write is an upsert on ``runId``, so op retries and a re-executed step land on the same
 entry instead of adding another one.
-
-A run that had to wait for Instagram ends ``DEFERRED`` with ``reason``, ``retryAt`` and
-``deferredSince`` (when its chain of deferrals began). The next run of the same account adopts
-every open deferral of it: the deferred entries get ``retriedBy`` (that run's id), the new one
-``retryOf`` (their ids), so a refresh can be followed from entry to entry until it ends.
 """
 
 from __future__ import annotations
@@ -19,9 +14,23 @@ from pydantic import BaseModel, ConfigDict
 
 COLLECTION = "DataRefreshLog"
 PLATFORM = "INSTAGRAM"
+
+
+def _identity(run_id: str, account_id: str, now: datetime) -> dict[str, Any]:
+    """Written once, by whichever write creates the entry."""
+    return {
+        "runId": run_id,
+        "accountId": ObjectId(account_id),
+        "platform": PLATFORM,
+        "startedAt": now,
+    }
+
+
+# A run that had to wait for Instagram ends DEFERRED with ``reason``, ``retryAt`` and
+# ``deferredSince`` (when its chain of deferrals began). The next run of the same account adopts
+# every open deferral of it: the deferred entries get ``retriedBy`` (that run's id), the new one
+# ``retryOf`` (their ids), so a refresh can be followed from entry to entry until it ends.
 DEFERRED = "DEFERRED"
-# Statuses a run's entry keeps once its run has said how it ended.
-FINAL_STATUSES = ("COMPLETED", "FAILED", DEFERRED)
 
 
 class DeferredRefresh(BaseModel):
@@ -44,16 +53,6 @@ def _not_retried_or_by(run_id: str) -> dict[str, Any]:
     return {"$or": [{"retriedBy": {"$exists": False}}, {"retriedBy": run_id}]}
 
 
-def _identity(run_id: str, account_id: str, now: datetime) -> dict[str, Any]:
-    """Written once, by whichever write creates the entry."""
-    return {
-        "runId": run_id,
-        "accountId": ObjectId(account_id),
-        "platform": PLATFORM,
-        "startedAt": now,
-    }
-
-
 class RefreshLogStore:
     def __init__(self, db: Any) -> None:
         self._coll = db[COLLECTION]
@@ -71,54 +70,6 @@ class RefreshLogStore:
             },
             upsert=True,
         )
-
-    def complete(
-        self,
-        run_id: str,
-        source: Literal["graph", "scrape"],
-        before: dict[str, Any],
-        after: dict[str, Any],
-        now: datetime,
-        notes: list[str],
-        insights: dict[str, Any] | None = None,
-    ) -> None:
-        self._coll.update_one(
-            {"runId": run_id},
-            {
-                "$set": {
-                    "status": "COMPLETED",
-                    "completedAt": now,
-                    "source": source,
-                    "dataSnapshot": {"before": before, "after": after},
-                    "notes": notes,
-                    "insights": insights,
-                },
-                "$unset": {"error": ""},
-            },
-        )
-
-    def fail(self, run_id: str, account_id: str, error: str, now: datetime) -> None:
-        """Upsert, because a run can fail before its start entry was written."""
-        self._coll.update_one(
-            {"runId": run_id},
-            {
-                "$setOnInsert": _identity(run_id, account_id, now),
-                "$set": {"status": "FAILED", "completedAt": now, "error": error},
-            },
-            upsert=True,
-        )
-
-    def for_run(self, run_id: str) -> dict[str, Any] | None:
-        return self._coll.find_one({"runId": run_id})
-
-    def close_open(self, run_id: str, account_id: str, error: str, now: datetime) -> bool:
-        """FAILED for a run that ended without its steps saying so (crash, cancel); a no-op
-        when the entry already has its final status. True when it wrote."""
-        entry = self.for_run(run_id)
-        if entry is not None and entry.get("status") in FINAL_STATUSES:
-            return False
-        self.fail(run_id, account_id, error, now)
-        return True
 
     def defer(
         self,
@@ -213,3 +164,51 @@ class RefreshLogStore:
             {"runId": deferred_run_id, "retriedBy": {"$exists": False}},
             {"$set": {"retriedBy": run_id}},
         )
+
+    def complete(
+        self,
+        run_id: str,
+        source: Literal["graph", "scrape"],
+        before: dict[str, Any],
+        after: dict[str, Any],
+        now: datetime,
+        notes: list[str],
+        insights: dict[str, Any] | None = None,
+    ) -> None:
+        self._coll.update_one(
+            {"runId": run_id},
+            {
+                "$set": {
+                    "status": "COMPLETED",
+                    "completedAt": now,
+                    "source": source,
+                    "dataSnapshot": {"before": before, "after": after},
+                    "notes": notes,
+                    "insights": insights,
+                },
+                "$unset": {"error": ""},
+            },
+        )
+
+    def fail(self, run_id: str, account_id: str, error: str, now: datetime) -> None:
+        """Upsert, because a run can fail before its start entry was written."""
+        self._coll.update_one(
+            {"runId": run_id},
+            {
+                "$setOnInsert": _identity(run_id, account_id, now),
+                "$set": {"status": "FAILED", "completedAt": now, "error": error},
+            },
+            upsert=True,
+        )
+
+    def for_run(self, run_id: str) -> dict[str, Any] | None:
+        return self._coll.find_one({"runId": run_id})
+
+    def close_open(self, run_id: str, account_id: str, error: str, now: datetime) -> bool:
+        """FAILED for a run that ended without its steps saying so (crash, cancel); a no-op
+        when the entry already has its final status. True when it wrote."""
+        entry = self.for_run(run_id)
+        if entry is not None and entry.get("status") in ("COMPLETED", "FAILED"):
+            return False
+        self.fail(run_id, account_id, error, now)
+        return True
