@@ -69,7 +69,7 @@ def run_refresh(
         instance.add_dynamic_partitions(instagram_accounts.name, [account_id])
     job = real_defs(resources).resolve_job_def("instagram_refresh_job")
     return job.execute_in_process(
-        partition_key=account_id, instance=instance, tags=tags, raise_on_error=False
+        partition_key=account_id, instance=instance, raise_on_error=False, tags=tags
     )
 
 
