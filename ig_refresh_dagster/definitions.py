@@ -6,6 +6,7 @@ from __future__ import annotations
 from dagster import Definitions, EnvVar
 
 from ig_refresh_dagster import settings
+from ig_refresh_dagster.refresh.deferral_sensor import deferred_refresh_sensor
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
 from ig_refresh_dagster.refresh.job import instagram_profile, instagram_refresh_job
 from ig_refresh_dagster.refresh.resources import (
@@ -59,6 +60,11 @@ def build_resources() -> dict[str, object]:
 defs = Definitions(
     assets=[instagram_profile],
     jobs=[instagram_refresh_job],
-    sensors=[instagram_refresh_sensor, refresh_failure_log_sensor, refresh_canceled_log_sensor],
+    sensors=[
+        instagram_refresh_sensor,
+        deferred_refresh_sensor,
+        refresh_failure_log_sensor,
+        refresh_canceled_log_sensor,
+    ],
     resources=build_resources(),
 )
