@@ -7,6 +7,7 @@ from dagster import Definitions, EnvVar
 
 from ig_refresh_dagster import settings
 from ig_refresh_dagster.refresh.dead_runs import refresh_dead_run_reaper
+from ig_refresh_dagster.refresh.deferral_sensor import deferred_refresh_sensor
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
 from ig_refresh_dagster.refresh.job import instagram_profile, instagram_refresh_job
 from ig_refresh_dagster.refresh.resources import (
@@ -57,6 +58,11 @@ def build_resources() -> dict[str, object]:
 defs = Definitions(
     assets=[instagram_profile],
     jobs=[instagram_refresh_job],
-    sensors=[instagram_refresh_sensor, refresh_dead_run_reaper, refresh_log_reconciler],
+    sensors=[
+        instagram_refresh_sensor,
+        deferred_refresh_sensor,
+        refresh_dead_run_reaper,
+        refresh_log_reconciler,
+    ],
     resources=build_resources(),
 )

@@ -33,7 +33,7 @@ SETTINGS: dict[str, Setting] = {
         Setting(name="REDIS_URL", secret=True),
         Setting(name="INSTAGRAM_ACCESS_TOKEN", secret=True),
         Setting(name="INSTAGRAM_BUSINESS_ACCOUNT_ID"),
-        Setting(name="INSTAGRAM_GRAPH_API_URL", default="https://graph.facebook.com/v21.0"),
+        Setting(name="INSTAGRAM_GRAPH_API_URL", default="https://graph.facebook.com/v25.0"),
         Setting(name="INSTAGRAM_WEB_URL", default="https://www.instagram.com"),
         Setting(name="INSTAGRAM_HOURLY_BUDGET", default=200),
         Setting(name="INSTAGRAM_SCRAPE_HOURLY_BUDGET", default=60),

@@ -25,6 +25,7 @@ from ig_refresh_dagster.stores.accounts import AccountStore
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.cache import ProfileCache
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
+from ig_refresh_dagster.stores.history import ProfileHistoryStore
 from ig_refresh_dagster.stores.insights import InsightsStore
 from ig_refresh_dagster.stores.mongo import open_client
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
@@ -64,6 +65,7 @@ class MongoResource(ConfigurableResource):
             client = open_client(_require(self.uri, "MONGODB_URI"))
             RefreshLogStore(client[self.database]).ensure_indexes()
             InsightsStore(client[self.database]).ensure_indexes()
+            ProfileHistoryStore(client[self.database]).ensure_indexes()
             self._client = client
         return self._client[self.database]
 
@@ -75,6 +77,9 @@ class MongoResource(ConfigurableResource):
 
     def insights(self) -> InsightsStore:
         return InsightsStore(self.db())
+
+    def history(self) -> ProfileHistoryStore:
+        return ProfileHistoryStore(self.db())
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._client is not None:
