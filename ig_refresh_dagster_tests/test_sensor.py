@@ -76,12 +76,12 @@ def test_backlog_drains_over_several_ticks_nothing_lost_nothing_twice(
 
 
 def test_cursor_resumes_after_a_tick_that_raised(topics: Topics, instance: DagsterInstance) -> None:
-    """A DLQ publish that fails makes the tick raise; the daemon keeps the old cursor, so the
-    next tick re-reads the same messages and nothing is lost."""
+    """A dead-letter topic that is missing makes the tick raise; the daemon keeps the old
+    cursor, so the next tick re-reads the same messages and nothing is lost."""
     ids = account_ids(3)
     topics.publish([refresh_event(ids[0]), b"not json", refresh_event(ids[1])])
-    with pytest.raises(Exception, match="dead-letter publish"):
-        tick(instance, kafka(topics, dlq_topic="invalid topic name!"), None)
+    with pytest.raises(Exception, match="does not exist"):
+        tick(instance, kafka(topics, dlq_topic=f"{topics.dlq}-missing"), None)
     result = tick(instance, kafka(topics), None)
     assert sorted(r.partition_key for r in result.run_requests) == sorted(ids[:2])
     assert len(read_topic(topics.bootstrap, topics.dlq)) == 1
@@ -116,15 +116,17 @@ def test_every_rejection_reason_goes_to_dlq_with_original_bytes_and_headers(
         assert message.key == b"k1"
 
 
-def test_events_for_one_account_in_one_tick_coalesce(
+def test_events_for_one_account_in_one_tick_coalesce_under_the_last_events_key(
     topics: Topics, instance: DagsterInstance
 ) -> None:
     a, b = account_ids(2)
     topics.publish([refresh_event(a), refresh_event(b), refresh_event(a), refresh_event(a)], 0)
     result = tick(instance, kafka(topics), None)
+    epoch = TopicCursor.model_validate_json(result.cursor).epoch
     requests = {r.partition_key: r for r in result.run_requests}
     assert set(requests) == {a, b}
-    assert requests[a].run_key == f"{topics.refresh}:0:0"
+    assert requests[a].run_key == f"{epoch}:0:3"
+    assert requests[a].tags["ig-refresh/source-offset"] == f"{topics.refresh}:0:3"
     assert requests[a].tags["ig-refresh/coalesced-events"] == "2"
     assert "ig-refresh/coalesced-events" not in requests[b].tags
     assert requests[a].tags["ig-refresh/account-id"] == a
@@ -157,12 +159,14 @@ def test_recreated_topic_is_re_read_under_new_run_keys(
 ) -> None:
     (a,) = account_ids(1)
     topics.publish([refresh_event(a)], partition=2)
-    stale = TopicCursor(topic=topics.refresh, topic_id="an-older-incarnation", offsets={2: 50})
+    stale = TopicCursor(
+        topic=topics.refresh, topic_id="an-older-incarnation", offsets={2: 50}, epoch="0ld0ld0ld0ld"
+    )
     result = tick(instance, kafka(topics), stale.to_json())
-    (request,) = result.run_requests
-    assert request.run_key == f"{topics.refresh}@1:2:0"
     cursor = TopicCursor.model_validate_json(result.cursor)
-    assert cursor.generation == 1
+    (request,) = result.run_requests
+    assert cursor.epoch != stale.epoch
+    assert request.run_key == f"{cursor.epoch}:2:0"
     assert cursor.topic_id not in (None, "an-older-incarnation")
 
 
