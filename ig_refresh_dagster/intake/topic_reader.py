@@ -161,8 +161,8 @@ class TopicReader:
         committed = self._consumer.committed(tps, timeout=ADMIN_SECONDS)
         offsets = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
         return offsets, (
-            f"no cursor yet: starting at consumer group {self.group_id!r}'s committed offsets "
-            f"{offsets}, and at the earliest offset of partitions without one"
+            f"no cursor yet: starting at the committed offsets of consumer group "
+            f"{self.group_id!r}: {offsets}, and at the earliest offset where none is committed"
         )
 
     def poll(self, cursor: TopicCursor, limits: PollLimits) -> PollResult:
