@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 
 from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS
@@ -27,6 +27,19 @@ def refresh_event(account_id: str, **overrides: object) -> bytes:
 
 def account_ids(n: int, start: int = 0) -> list[str]:
     return [f"{i:024x}" for i in range(start + 1, start + n + 1)]
+
+
+BIG = 1_200_000  # over librdkafka's 1,000,000-byte producer limit; the embedded broker takes it
+
+
+def produce(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> None:
+    """Records (``produce()`` keyword arguments) of any size the broker takes, each its own
+    batch, so the embedded broker's high watermark (which trails to the start of the last
+    batch) is exact."""
+    producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 4 * BIG})
+    for record in records:
+        producer.produce(topic, **record)
+        assert producer.flush(10) == 0
 
 
 def read_topic(bootstrap: str, topic: str) -> list[ConsumedMessage]:

@@ -38,9 +38,11 @@ from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicReader, cons
 from ig_refresh_dagster.refresh.resources import GROUP_ID
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.kafka_helpers import (
+    BIG,
     account_ids,
     committed_offsets,
     kafka_resource,
+    produce,
     read_topic,
     refresh_event,
     tick,
@@ -48,26 +50,11 @@ from ig_refresh_dagster_tests.kafka_helpers import (
 from ig_refresh_dagster_tests.refresh_helpers import TOKEN, job_resources, run_refresh
 from ig_refresh_dagster_tests.test_events import HOSTILE
 
-BIG = 1_200_000  # over librdkafka's 1,000,000-byte producer limit; the embedded broker takes it
-
 
 @pytest.fixture
 def instance() -> Iterator[DagsterInstance]:
     with instance_for_test() as inst:
         yield inst
-
-
-def producer(bootstrap: str) -> Producer:
-    return Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 4 * BIG})
-
-
-def produce(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> None:
-    """Each record its own batch (flushed alone), so the embedded broker's high watermark,
-    which trails to the start of the last batch, is exact."""
-    out = producer(bootstrap)
-    for record in records:
-        out.produce(topic, **record)
-        assert out.flush(10) == 0
 
 
 def run_keys(result: SensorResult) -> set[str]:
