@@ -4,16 +4,32 @@ by the real sensor, summarised, replayed to the refresh topic, and read back by 
 from __future__ import annotations
 
 import re
+import shutil
+import sys
+import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from dagster import DagsterInstance, instance_for_test
+import redis
+from bson import ObjectId
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from ig_refresh_dagster.cli import main
+from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
+from ig_refresh_dagster.devstack.seed import demo_accounts, seed_accounts
+from ig_refresh_dagster.devstack.services import ServiceProcess
+from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 from ig_refresh_dagster.intake import dlq_headers
+from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.dead_letter_log import DeadLetterSummary
+from ig_refresh_dagster.intake.dead_letters import DeadLetterPublisher
+from ig_refresh_dagster.intake.events import Rejection, RejectReason
+from ig_refresh_dagster.intake.messages import ConsumedMessage
 from ig_refresh_dagster.intake.replay import ReplayReport
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.kafka_helpers import (
@@ -25,12 +41,7 @@ from ig_refresh_dagster_tests.kafka_helpers import (
     refresh_event,
     tick,
 )
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as inst:
-        yield inst
+from ig_refresh_dagster_tests.refresh_helpers import TOKEN
 
 
 class DeadLetters(NamedTuple):
@@ -171,3 +182,101 @@ def test_dlq_list_of_a_missing_topic_fails_clearly(
     monkeypatch.setenv("INSTAGRAM_REFRESH_DLQ_TOPIC", "no-such.dlq")
     assert main(["dlq", "list"]) == 1
     assert "dead-letter topic 'no-such.dlq' does not exist" in capsys.readouterr().err
+
+
+TERMINAL = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+
+
+@contextmanager
+def running_daemon(
+    tmp_path: Path, topics: Topics, redis_url: str, mongo_uri: str, standin: InstagramStandin
+) -> Iterator[DagsterInstance]:
+    """A real ``dagster-daemon`` over the code location, pointed at the test's services."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    settings = {
+        "DAGSTER_HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
+        "INSTAGRAM_REFRESH_TOPIC": topics.refresh,
+        "INSTAGRAM_REFRESH_DLQ_TOPIC": topics.dlq,
+        "REDIS_URL": redis_url,
+        "MONGODB_URI": mongo_uri,
+        "INSTAGRAM_GRAPH_API_URL": standin.graph_url,
+        "INSTAGRAM_WEB_URL": standin.web_url,
+        "INSTAGRAM_ACCESS_TOKEN": TOKEN,
+        "INSTAGRAM_BUSINESS_ACCOUNT_ID": "17841400000000000",
+    }
+    argv = [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"]
+    process = ServiceProcess(
+        "dagster-daemon", argv, None, tmp_path / "daemon.log", env=settings, cwd=PROJECT_ROOT
+    )
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        yield instance
+    finally:
+        process.stop()
+        instance.dispose()
+
+
+def finished_runs(instance: DagsterInstance, per_account: dict[str, int]) -> list:
+    """Waits (bounded) until each account has that many runs and none is still going."""
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(RunsFilter(job_name="instagram_refresh_job"))
+        counts = Counter(r.tags.get("dagster/partition") for r in runs)
+        if all(counts[a] >= n for a, n in per_account.items()) and all(
+            r.status in TERMINAL for r in runs
+        ):
+            return runs
+        time.sleep(1)
+    pytest.fail(f"runs did not finish: {[(r.tags, r.status) for r in runs]}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_replaying_a_dead_letter_twice_refreshes_once_under_the_real_daemon(
+    tmp_path: Path,
+    topics: Topics,
+    redis_url_for_test: str,
+    redis_client: redis.Redis,
+    mongo_uri: str,
+    mongo_db,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+) -> None:
+    """Dagster's own run-key dedupe in a real ``dagster-daemon``: the second replay of the
+    same dead letter is read by the sensor (an event published behind it on its partition is
+    refreshed) and requests the key already used, so no second run starts."""
+    by_name = {a.username: a for a in demo_accounts()}
+    acme, bluebird = by_name["acme.studio"], by_name["bluebird.bakery"]
+    seed_accounts(mongo_db, redis_client, [acme, bluebird])
+    original = ConsumedMessage(
+        topic="an-old-topic",
+        partition=0,
+        offset=9,
+        key=b"k",
+        value=refresh_event(acme.account_id),
+        epoch="e",
+    )
+    DeadLetterPublisher(KafkaConnection(bootstrap_servers=topics.bootstrap), topics.dlq).publish(
+        [(original, Rejection(reason=RejectReason.INVALID_FIELDS, detail="a since-fixed bug"))]
+    )
+    point_cli_at(topics, monkeypatch)
+    cli(capsys, "replay", "--all")
+    with (
+        InstagramStandin(token=TOKEN) as standin,
+        running_daemon(tmp_path, topics, redis_url_for_test, mongo_uri, standin) as instance,
+    ):
+        finished_runs(instance, {acme.account_id: 1})
+        cli(capsys, "replay", "--all")
+        replays = [m for m in read_topic(topics.bootstrap, topics.refresh) if m.key == b"k"]
+        assert len(replays) == 2 and len({m.partition for m in replays}) == 1
+        topics.publish([refresh_event(bluebird.account_id)], partition=replays[0].partition)
+        runs = finished_runs(instance, {acme.account_id: 1, bluebird.account_id: 1})
+    assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(
+        [acme.account_id, bluebird.account_id]
+    )
+    assert all(r.status == DagsterRunStatus.SUCCESS for r in runs)
+    assert mongo_db["DataRefreshLog"].count_documents({"accountId": ObjectId(acme.account_id)}) == 1

@@ -68,6 +68,11 @@ HOSTILE = [
     (event(scheduledAt=10**30), RejectReason.INVALID_FIELDS),
     (json.dumps({"accountId": ID, "platform": "INSTAGRAM"}).encode(), RejectReason.INVALID_FIELDS),
     (event(platform="TIKTOK"), RejectReason.UNSUPPORTED_PLATFORM),
+    (event(platform="plätform\u202e\u2028"), RejectReason.UNSUPPORTED_PLATFORM),
+    (
+        b"{" + VALID_FIELDS + ', "é\u202e": 1, "é\u202e": 2}'.encode(),
+        RejectReason.DUPLICATE_KEY,
+    ),
     (event(platform="\x1b[2J\x00" + "x" * 5000), RejectReason.UNSUPPORTED_PLATFORM),
     (event(platform=["INSTAGRAM"]), RejectReason.INVALID_FIELDS),
 ]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
-from dagster import DagsterInstance, SensorResult, instance_for_test
+from dagster import DagsterInstance, SensorResult
 
 from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
 from ig_refresh_dagster.devstack.seed import demo_accounts, seed_accounts
@@ -49,12 +48,6 @@ from ig_refresh_dagster_tests.kafka_helpers import (
 )
 from ig_refresh_dagster_tests.refresh_helpers import TOKEN, job_resources, run_refresh
 from ig_refresh_dagster_tests.test_events import HOSTILE
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as inst:
-        yield inst
 
 
 def run_keys(result: SensorResult) -> set[str]:

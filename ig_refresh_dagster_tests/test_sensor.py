@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from dagster import DagsterInstance, instance_for_test
+from dagster import DagsterInstance
 
 from ig_refresh_dagster.intake.topic_reader import TopicCursor
 from ig_refresh_dagster.partitions import instagram_accounts
@@ -19,12 +17,6 @@ from ig_refresh_dagster_tests.kafka_helpers import (
     refresh_event,
     tick,
 )
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as inst:
-        yield inst
 
 
 def test_backlog_drains_over_several_ticks_nothing_lost_nothing_twice(

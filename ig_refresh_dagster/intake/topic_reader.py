@@ -30,7 +30,7 @@ from ig_refresh_dagster.intake.printable import printable
 
 __all__ = ["PollLimits", "PollResult", "TopicCursor", "TopicReader"]
 
-ADMIN_SECONDS = 5.0
+ADMIN_SECONDS = 3.0
 
 
 class PollLimits(BaseModel):
