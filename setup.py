@@ -38,6 +38,8 @@ setup(
             "pytest-httpserver==1.2.0",
             "pytest-timeout==2.4.0",
             "hypothesis==6.170.17",
+            # Coverage-guided fuzzing of the intake parse/plan path (test_intake_properties.py).
+            "atheris==3.0.0",
             "ruff==0.17.6",
             "import-linter==2.17",
             "playwright==1.65.2",

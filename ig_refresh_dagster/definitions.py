@@ -41,6 +41,7 @@ def build_resources() -> dict[str, object]:
             bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS"),
             topic=env("INSTAGRAM_REFRESH_TOPIC"),
             dlq_topic=env("INSTAGRAM_REFRESH_DLQ_TOPIC"),
+            start_from=env("INSTAGRAM_REFRESH_START_FROM"),
             fetch_wait_max_ms=env_int("KAFKA_FETCH_WAIT_MAX_MS"),
         ),
         "instagram": InstagramResource(

@@ -28,6 +28,7 @@ SETTINGS: dict[str, Setting] = {
         Setting(name="KAFKA_FETCH_WAIT_MAX_MS"),
         Setting(name="INSTAGRAM_REFRESH_TOPIC", default="data-refresh-instagram"),
         Setting(name="INSTAGRAM_REFRESH_DLQ_TOPIC", default="data-refresh-instagram.dlq"),
+        Setting(name="INSTAGRAM_REFRESH_START_FROM", default="committed"),
         Setting(name="MONGODB_URI", secret=True),
         Setting(name="MONGODB_DATABASE", default="ratecreator"),
         Setting(name="REDIS_URL", secret=True),

@@ -99,6 +99,7 @@ def entry(db, run_id: str) -> dict:
 def lift_block(fixtures_dir: Path, username: str) -> None:
     """Instagram answers again: the JSON endpoint serves a profile instead of "Please wait"."""
     spec = json.loads((fixtures_dir / "sam.outdoors" / "web_profile_info.json").read_text())
+    spec["json"]["data"]["user"]["username"] = username  # an answer for another account is refused
     (fixtures_dir / username / "web_profile_info.json").write_text(json.dumps(spec))
 
 

@@ -129,9 +129,9 @@ def test_every_graph_call_insights_included_is_charged_to_the_budget(
     hourly_budget: int, mongo_db, mongo_uri, redis_url_for_test, redis_client, instance
 ) -> None:
     """What the stand-in received equals what the budget admitted, and never exceeds it: two
-    refreshes of an owned account (Business Discovery, account insights with a rejected metric
-    asked again, three media) need 14 Graph calls; with a budget of 4 the rest is refused, the
-    second refresh scrapes, and both complete."""
+    refreshes of an owned account (Business Discovery, two account-insights calls, three
+    media) need 12 Graph calls; with a budget of 4 the rest is refused, the second refresh
+    scrapes, and both complete."""
     acme = next(a for a in demo_accounts() if a.username == "acme.studio")
     seed_accounts(mongo_db, redis_client, [acme])
     with InstagramStandin(token=TOKEN) as standin:
@@ -146,6 +146,6 @@ def test_every_graph_call_insights_included_is_charged_to_the_budget(
         received = [r for r in standin.requests if r[0] in ("graph", "insights")]
 
     assert all(r.success for r in results)
-    assert len(received) == graph_used(redis_client) == min(14, hourly_budget)
+    assert len(received) == graph_used(redis_client) == min(12, hourly_budget)
     statuses = [mongo_db["DataRefreshLog"].find_one({"runId": r.run_id})["status"] for r in results]
     assert statuses == ["COMPLETED", "COMPLETED"]

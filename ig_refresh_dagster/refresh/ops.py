@@ -235,10 +235,9 @@ def collect_insights(
         context.log.info(f"Insights {result.summary()} (no instagramAuth)")
         return result
     day = (_now() - timedelta(days=1)).date()
-    media_ids = [m.id for m in outcome.profile.recent_media]
     try:
         insights = instagram.insights_client().fetch(
-            auth.user_id, auth.access_token, media_ids, day
+            auth.user_id, auth.access_token, outcome.profile.recent_media, day
         )
         mongo.insights().save(account.id, insights, _now())
     except Exception as exc:
