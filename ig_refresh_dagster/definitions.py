@@ -14,6 +14,10 @@ from ig_refresh_dagster.refresh.resources import (
     MongoResource,
     RedisResource,
 )
+from ig_refresh_dagster.refresh.retention import (
+    storage_retention_job,
+    storage_retention_schedule,
+)
 from ig_refresh_dagster.refresh.run_status import (
     refresh_canceled_log_sensor,
     refresh_failure_log_sensor,
@@ -58,7 +62,8 @@ def build_resources() -> dict[str, object]:
 
 defs = Definitions(
     assets=[instagram_profile],
-    jobs=[instagram_refresh_job],
+    jobs=[instagram_refresh_job, storage_retention_job],
+    schedules=[storage_retention_schedule],
     sensors=[instagram_refresh_sensor, refresh_failure_log_sensor, refresh_canceled_log_sensor],
     resources=build_resources(),
 )
