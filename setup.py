@@ -40,6 +40,7 @@ setup(
             "hypothesis==6.170.17",
             "ruff==0.17.6",
             "import-linter==2.17",
+            "jsonschema==4.26.0",
         ],
     },
     entry_points={"console_scripts": ["ig-refresh=ig_refresh_dagster.cli:main"]},
