@@ -90,6 +90,9 @@ def test_old_runs_go_with_their_events_and_the_refresh_log_stays(
     assert (report.runs, report.more_runs_left) == (1, False)
     assert instance.get_run_by_id(old_run) is None
     assert instance.all_logs(old_run) == []
+    storage = Path(instance.storage_directory())
+    assert not (storage / old_run).exists(), "the run's step outputs and logs go too"
+    assert (storage / new_run).is_dir()
     assert instance.get_run_by_id(new_run).status == DagsterRunStatus.SUCCESS
     assert {log["runId"] for log in mongo_db["DataRefreshLog"].find({})} == {old_run, new_run}
     # The pruned account reads as not materialized: its last refresh is outside the window.

@@ -34,7 +34,10 @@ from pydantic import BaseModel, Field
 
 from ig_refresh_dagster import settings
 from ig_refresh_dagster.partitions import instagram_accounts
-from ig_refresh_dagster.refresh.asset_status import forget_cached_partition_status
+from ig_refresh_dagster.refresh.instance_housekeeping import (
+    forget_cached_partition_status,
+    remove_run_files,
+)
 from ig_refresh_dagster.refresh.resources import MongoResource
 from ig_refresh_dagster.stores.gone_accounts import archivable_accounts
 from ig_refresh_dagster.stores.mongo import open_client
@@ -77,8 +80,8 @@ class RetentionReport(BaseModel):
 def prune_runs(
     instance: DagsterInstance, cutoff: datetime, dry_run: bool, max_runs: int
 ) -> tuple[int, bool]:
-    """Finished runs created before ``cutoff``, deleted with their events (``delete_run``).
-    Returns how many, and whether older ones are left beyond ``max_runs``."""
+    """Finished runs created before ``cutoff``, deleted with their events (``delete_run``) and
+    their local files. Returns how many, and whether older ones are left beyond ``max_runs``."""
     old = RunsFilter(statuses=FINISHED, created_before=cutoff)
     done, cursor = 0, None
     while done < max_runs:
@@ -89,6 +92,7 @@ def prune_runs(
         for record in page:
             if not dry_run:
                 instance.delete_run(record.dagster_run.run_id)
+                remove_run_files(instance, record.dagster_run.run_id)
         done += len(page)
         cursor = page[-1].dagster_run.run_id if dry_run else None
     return done, bool(instance.get_run_records(old, limit=1, cursor=cursor))
