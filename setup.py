@@ -38,9 +38,12 @@ setup(
             "pytest-httpserver==1.2.0",
             "pytest-timeout==2.4.0",
             "hypothesis==6.170.17",
+            # Coverage-guided fuzzing of the intake parse/plan path (test_intake_properties.py).
+            "atheris==3.0.0",
             "ruff==0.17.6",
             "import-linter==2.17",
             "jsonschema==4.26.0",
+            "playwright==1.65.2",
         ],
     },
     entry_points={"console_scripts": ["ig-refresh=ig_refresh_dagster.cli:main"]},

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dagster import Definitions, EnvVar
 
 from ig_refresh_dagster import settings
+from ig_refresh_dagster.refresh.deferral_sensor import deferred_refresh_sensor
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
 from ig_refresh_dagster.refresh.job import instagram_profile, instagram_refresh_job
 from ig_refresh_dagster.refresh.resources import (
@@ -46,6 +47,7 @@ def build_resources() -> dict[str, object]:
             bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS"),
             topic=env("INSTAGRAM_REFRESH_TOPIC"),
             dlq_topic=env("INSTAGRAM_REFRESH_DLQ_TOPIC"),
+            start_from=env("INSTAGRAM_REFRESH_START_FROM"),
             fetch_wait_max_ms=env_int("KAFKA_FETCH_WAIT_MAX_MS"),
         ),
         "instagram": InstagramResource(
@@ -64,6 +66,11 @@ defs = Definitions(
     assets=[instagram_profile],
     jobs=[instagram_refresh_job, storage_retention_job],
     schedules=[storage_retention_schedule],
-    sensors=[instagram_refresh_sensor, refresh_failure_log_sensor, refresh_canceled_log_sensor],
+    sensors=[
+        instagram_refresh_sensor,
+        deferred_refresh_sensor,
+        refresh_failure_log_sensor,
+        refresh_canceled_log_sensor,
+    ],
     resources=build_resources(),
 )

@@ -17,6 +17,7 @@ import pytest
 import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from dagster import DagsterInstance, instance_for_test
 
 from ig_refresh_dagster.devstack.services import (
     ServiceProcess,
@@ -100,3 +101,10 @@ def mongo_db(mongo_uri: str):
     client = open_client(mongo_uri)
     yield client["ratecreator"]
     client.close()
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    """A throwaway Dagster instance (SQLite in a temporary folder)."""
+    with instance_for_test() as inst:
+        yield inst

@@ -41,7 +41,10 @@ def test_external_names_are_as_documented() -> None:
         "refresh_cache",
         "collect_insights",
         "write_refresh_log",
+        "check_profile",
     }
+    checks = {key.name for key in asset.check_keys}
+    assert checks == {"follower_jump", "profile_complete", "graph_enabled"}
     assert {"mongo", "redis", "kafka", "instagram"} <= set(defs.resources)
 
 

@@ -2,54 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from dagster import DagsterInstance, SensorResult, build_sensor_context, instance_for_test
+from dagster import DagsterInstance
 
-from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS
 from ig_refresh_dagster.intake.topic_reader import TopicCursor
 from ig_refresh_dagster.partitions import instagram_accounts
-from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
-from ig_refresh_dagster.refresh.resources import GROUP_ID, KafkaResource
+from ig_refresh_dagster.refresh.resources import GROUP_ID
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.kafka_helpers import (
     account_ids,
     committed_offsets,
+    kafka_resource,
     read_topic,
     refresh_event,
+    tick,
 )
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as inst:
-        yield inst
-
-
-def kafka(topics: Topics, **overrides: object) -> KafkaResource:
-    config = {
-        "bootstrap_servers": topics.bootstrap,
-        "topic": topics.refresh,
-        "dlq_topic": topics.dlq,
-        "idle_poll_seconds": 0.5,
-        "fetch_wait_max_ms": int(EMBEDDED_BROKER_FETCH_WAIT_MS),
-    }
-    config.update(overrides)
-    return KafkaResource(**config)
-
-
-def tick(instance: DagsterInstance, resource: KafkaResource, cursor: str | None) -> SensorResult:
-    """One evaluation, then what the daemon does with it: add the requested partitions."""
-    context = build_sensor_context(
-        instance_ref=instance.get_ref(), cursor=cursor, resources={"kafka": resource}
-    )
-    result = instagram_refresh_sensor(context)
-    assert isinstance(result, SensorResult)
-    for request in result.dynamic_partitions_requests or []:
-        assert len(set(request.partition_keys)) == len(request.partition_keys)
-        instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
-    return result
 
 
 def test_backlog_drains_over_several_ticks_nothing_lost_nothing_twice(
@@ -57,7 +24,7 @@ def test_backlog_drains_over_several_ticks_nothing_lost_nothing_twice(
 ) -> None:
     ids = account_ids(1200)
     topics.publish([refresh_event(i) for i in ids])
-    resource = kafka(topics, max_messages_per_tick=500)
+    resource = kafka_resource(topics, max_messages_per_tick=500)
     cursor, sizes, run_keys, partitions = None, [], [], []
     for _ in range(6):
         result = tick(instance, resource, cursor)
@@ -76,13 +43,13 @@ def test_backlog_drains_over_several_ticks_nothing_lost_nothing_twice(
 
 
 def test_cursor_resumes_after_a_tick_that_raised(topics: Topics, instance: DagsterInstance) -> None:
-    """A DLQ publish that fails makes the tick raise; the daemon keeps the old cursor, so the
-    next tick re-reads the same messages and nothing is lost."""
+    """A dead-letter topic that is missing makes the tick raise; the daemon keeps the old
+    cursor, so the next tick re-reads the same messages and nothing is lost."""
     ids = account_ids(3)
     topics.publish([refresh_event(ids[0]), b"not json", refresh_event(ids[1])])
-    with pytest.raises(Exception, match="dead-letter publish"):
-        tick(instance, kafka(topics, dlq_topic="invalid topic name!"), None)
-    result = tick(instance, kafka(topics), None)
+    with pytest.raises(Exception, match="does not exist"):
+        tick(instance, kafka_resource(topics, dlq_topic=f"{topics.dlq}-missing"), None)
+    result = tick(instance, kafka_resource(topics), None)
     assert sorted(r.partition_key for r in result.run_requests) == sorted(ids[:2])
     assert len(read_topic(topics.bootstrap, topics.dlq)) == 1
 
@@ -101,7 +68,7 @@ def test_every_rejection_reason_goes_to_dlq_with_original_bytes_and_headers(
     }
     topics.publish(list(bad), partition=0, key=b"k1", headers=[("trace", b"abc")])
     topics.publish([refresh_event(good)], partition=0)
-    result = tick(instance, kafka(topics, max_message_bytes=4096), None)
+    result = tick(instance, kafka_resource(topics, max_message_bytes=4096), None)
     assert [r.partition_key for r in result.run_requests] == [good]
     dead = read_topic(topics.bootstrap, topics.dlq)
     assert [m.value for m in dead] == list(bad)
@@ -116,15 +83,17 @@ def test_every_rejection_reason_goes_to_dlq_with_original_bytes_and_headers(
         assert message.key == b"k1"
 
 
-def test_events_for_one_account_in_one_tick_coalesce(
+def test_events_for_one_account_in_one_tick_coalesce_under_the_last_events_key(
     topics: Topics, instance: DagsterInstance
 ) -> None:
     a, b = account_ids(2)
     topics.publish([refresh_event(a), refresh_event(b), refresh_event(a), refresh_event(a)], 0)
-    result = tick(instance, kafka(topics), None)
+    result = tick(instance, kafka_resource(topics), None)
+    epoch = TopicCursor.model_validate_json(result.cursor).epoch
     requests = {r.partition_key: r for r in result.run_requests}
     assert set(requests) == {a, b}
-    assert requests[a].run_key == f"{topics.refresh}:0:0"
+    assert requests[a].run_key == f"{epoch}:0:3"
+    assert requests[a].tags["ig-refresh/source-offset"] == f"{topics.refresh}:0:3"
     assert requests[a].tags["ig-refresh/coalesced-events"] == "2"
     assert "ig-refresh/coalesced-events" not in requests[b].tags
     assert requests[a].tags["ig-refresh/account-id"] == a
@@ -136,7 +105,7 @@ def test_each_account_is_requested_as_a_partition_once_per_tick(
     a, b = account_ids(2)
     instance.add_dynamic_partitions(instagram_accounts.name, [a])
     topics.publish([refresh_event(a), refresh_event(b), refresh_event(a)])
-    result = tick(instance, kafka(topics), None)
+    result = tick(instance, kafka_resource(topics), None)
     (request,) = result.dynamic_partitions_requests
     assert sorted(request.partition_keys) == [a, b]
     assert sorted(instance.get_dynamic_partitions(instagram_accounts.name)) == [a, b]
@@ -146,9 +115,9 @@ def test_group_offsets_follow_only_the_durable_cursor(
     topics: Topics, instance: DagsterInstance
 ) -> None:
     topics.publish([refresh_event(i) for i in account_ids(6)], partition=1)
-    first = tick(instance, kafka(topics), None)
+    first = tick(instance, kafka_resource(topics), None)
     assert committed_offsets(topics.bootstrap, topics.refresh, GROUP_ID, 3) == {}
-    tick(instance, kafka(topics), first.cursor)
+    tick(instance, kafka_resource(topics), first.cursor)
     assert committed_offsets(topics.bootstrap, topics.refresh, GROUP_ID, 3) == {1: 6}
 
 
@@ -157,24 +126,26 @@ def test_recreated_topic_is_re_read_under_new_run_keys(
 ) -> None:
     (a,) = account_ids(1)
     topics.publish([refresh_event(a)], partition=2)
-    stale = TopicCursor(topic=topics.refresh, topic_id="an-older-incarnation", offsets={2: 50})
-    result = tick(instance, kafka(topics), stale.to_json())
-    (request,) = result.run_requests
-    assert request.run_key == f"{topics.refresh}@1:2:0"
+    stale = TopicCursor(
+        topic=topics.refresh, topic_id="an-older-incarnation", offsets={2: 50}, epoch="0ld0ld0ld0ld"
+    )
+    result = tick(instance, kafka_resource(topics), stale.to_json())
     cursor = TopicCursor.model_validate_json(result.cursor)
-    assert cursor.generation == 1
+    (request,) = result.run_requests
+    assert cursor.epoch != stale.epoch
+    assert request.run_key == f"{cursor.epoch}:2:0"
     assert cursor.topic_id not in (None, "an-older-incarnation")
 
 
 def test_unreadable_cursor_starts_from_earliest(topics: Topics, instance: DagsterInstance) -> None:
     (a,) = account_ids(1)
     topics.publish([refresh_event(a)])
-    result = tick(instance, kafka(topics), "{not a cursor")
+    result = tick(instance, kafka_resource(topics), "{not a cursor")
     assert [r.partition_key for r in result.run_requests] == [a]
 
 
 def test_missing_topic_skips_with_reason(topics: Topics, instance: DagsterInstance) -> None:
-    result = tick(instance, kafka(topics, topic="never-created-topic"), None)
+    result = tick(instance, kafka_resource(topics, topic="never-created-topic"), None)
     assert result.run_requests == []
     assert "no new messages" in result.skip_reason.skip_message
 
@@ -186,8 +157,8 @@ def test_message_on_a_new_partition_is_read_while_another_is_caught_up(
     enough for the tick to give up before the new partition's message arrived."""
     a, b = account_ids(2)
     topics.publish([refresh_event(a)], partition=0)
-    first = tick(instance, kafka(topics), None)
+    first = tick(instance, kafka_resource(topics), None)
     for round_ in range(3):
         topics.publish([refresh_event(b)], partition=2)
-        result = tick(instance, kafka(topics), first.cursor)
+        result = tick(instance, kafka_resource(topics), first.cursor)
         assert [r.partition_key for r in result.run_requests] == [b], f"round {round_}"

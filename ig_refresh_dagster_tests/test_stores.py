@@ -10,6 +10,7 @@ import pytest
 import redis
 from bson import ObjectId
 
+from ig_refresh_dagster.instagram import InstagramProfile
 from ig_refresh_dagster.stores.accounts import AccountNotFound, AccountStore
 from ig_refresh_dagster.stores.cache import CacheOutcome, ProfileCache, cache_key
 from ig_refresh_dagster.stores.mongo import open_client
@@ -83,6 +84,51 @@ def test_apply_refresh_replaces_non_object_instagram_data(mongo_db) -> None:
 def test_apply_refresh_on_deleted_account_raises(mongo_db) -> None:
     with pytest.raises(AccountNotFound):
         AccountStore(mongo_db).apply_refresh(str(ObjectId()), {"followerCount": 1}, NOW)
+
+
+def _scraped(**fields) -> InstagramProfile:
+    return InstagramProfile(
+        username="sam.outdoors",
+        source="scrape",
+        method="profile_html",
+        fetched_at=NOW,
+        **fields,
+    )
+
+
+def test_refresh_without_a_display_name_keeps_the_name(mongo_db) -> None:
+    """A page that shows no display name says nothing about it: the account keeps its name
+    instead of getting the username."""
+    account_id = seed(
+        mongo_db, handle="sam.outdoors", name="Sam R.", instagramData={"name": "Sam R."}
+    )
+    update = AccountStore(mongo_db).apply_refresh(
+        account_id, _scraped(followers_count=2318).to_account_fields(), NOW
+    )
+    doc = mongo_db["Account"].find_one({"_id": ObjectId(account_id)})
+    assert doc["name"] == "Sam R."
+    assert doc["instagramData"]["name"] == "Sam R."
+    assert doc["instagramData"]["followers"] == 2318
+    assert "name" not in update.changed
+
+
+def test_successful_refresh_clears_the_gone_mark(mongo_db) -> None:
+    account_id = seed(mongo_db, handle="sam.outdoors", instagramData={"followers": 2250})
+    store = AccountStore(mongo_db)
+    store.mark_gone(account_id, NOW)
+    gone = mongo_db["Account"].find_one({"_id": ObjectId(account_id)})["instagramData"]
+    assert gone["isGone"] is True
+
+    update = store.apply_refresh(
+        account_id, _scraped(followers_count=2250).to_account_fields(), NOW
+    )
+
+    data = mongo_db["Account"].find_one({"_id": ObjectId(account_id)})["instagramData"]
+    assert "isGone" not in data and "goneAt" not in data
+    assert data["followers"] == 2250
+    assert "instagramData" in update.changed
+    assert "isGone" in update.before["instagramData"]
+    assert "isGone" not in update.after["instagramData"]
 
 
 def test_refresh_log_is_one_entry_per_run_across_retries(mongo_db) -> None:

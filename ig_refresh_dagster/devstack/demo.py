@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 from bson import ObjectId
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from pydantic import BaseModel
 
 from ig_refresh_dagster.devstack.seed import (
@@ -38,6 +38,7 @@ from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicCursor, TopicReader
 from ig_refresh_dagster.refresh.outcomes import InsightsOutcome
 from ig_refresh_dagster.stores.mongo import open_client
+from ig_refresh_dagster.stores.refresh_log import DEFERRED, as_utc
 
 WORKSPACE = str(PROJECT_ROOT / "workspace.yaml")
 JOB = "instagram_refresh_job"
@@ -46,7 +47,7 @@ EXPECTED_STATUS = {
     "graph": ("COMPLETED", "business_discovery"),
     "scrape_json": ("COMPLETED", "web_profile_json"),
     "scrape_html": ("COMPLETED", "profile_html"),
-    "blocked": ("RETRYING", None),
+    "blocked": (DEFERRED, None),
     "gone": ("FAILED", None),
     "not_found": ("FAILED", None),
 }
@@ -106,21 +107,19 @@ def _outcome(instance: Any, db: Any, account: DemoAccount, account_id: str) -> O
     log = db["DataRefreshLog"].find_one({"runId": run.run_id}) or {}
     common = {"account": account, "account_id": account_id, "method": data.get("method")}
     common["followers_after"] = doc.get("followerCount")
-    if run.status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE):
-        notes = log.get("notes", [])
-        insights = InsightsOutcome.model_validate(log["insights"]) if log.get("insights") else None
-        detail = log.get("error") or "; ".join(notes[:1])
-        return Outcome(
-            **common,
-            status=log.get("status", run.status.value),
-            detail=detail,
-            insights=insights.status.value if insights else "-",
-        )
-    retries = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
-    if retries:
-        warnings = [e.user_message for e in instance.all_logs(run.run_id) if e.level >= 30]
-        return Outcome(**common, status="RETRYING", detail=(warnings or [""])[-1])
-    return Outcome(**common, status="IN_PROGRESS")
+    if run.status not in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE):
+        return Outcome(**common, status="IN_PROGRESS")
+    if log.get("status") == DEFERRED:
+        retry_at = f"retry at {as_utc(log['retryAt']):%H:%M:%S} UTC"
+        return Outcome(**common, status=DEFERRED, detail=f"{retry_at}: {log.get('reason', '')}")
+    notes = log.get("notes", [])
+    insights = InsightsOutcome.model_validate(log["insights"]) if log.get("insights") else None
+    return Outcome(
+        **common,
+        status=log.get("status", run.status.value),
+        detail=log.get("error") or "; ".join(notes[:1]),
+        insights=insights.status.value if insights else "-",
+    )
 
 
 def _collect(instance: Any, db: Any, accounts: list[DemoAccount]) -> list[Outcome]:
@@ -173,16 +172,6 @@ def _table(outcomes: list[Outcome], dead: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _cancel_waiting_runs(instance: Any, outcomes: list[Outcome]) -> None:
-    """A blocked account's run sleeps until its retry; the demo ends before that, so cancel it
-    rather than leave a run that looks stuck when the same home is opened again."""
-    for outcome in outcomes:
-        if outcome.status == "RETRYING":
-            runs = instance.get_runs(RunsFilter(tags={"dagster/partition": outcome.account_id}))
-            for run in runs[:1]:
-                instance.run_launcher.terminate(run.run_id)
-
-
 def run_demo(data_dir: Path, timeout: float = 300.0) -> int:
     demo_dir = data_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
@@ -198,7 +187,7 @@ def run_demo(data_dir: Path, timeout: float = 300.0) -> int:
         try:
             while True:
                 outcomes = _collect(instance, db, accounts)
-                settled = all(o.status in ("COMPLETED", "FAILED", "RETRYING") for o in outcomes)
+                settled = all(o.status in ("COMPLETED", "FAILED", DEFERRED) for o in outcomes)
                 if settled or time.monotonic() - started > timeout:
                     break
                 time.sleep(2)
@@ -206,7 +195,6 @@ def run_demo(data_dir: Path, timeout: float = 300.0) -> int:
             dead = _dead_letters(stack)
             print(_table(outcomes, dead))
             print(f"\nall outcomes settled in {elapsed:.1f}s (daemon start included)")
-            _cancel_waiting_runs(instance, outcomes)
         finally:
             client.close()
             instance.dispose()

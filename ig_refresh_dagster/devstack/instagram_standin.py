@@ -17,8 +17,11 @@ account's ``media_insights.json`` (``{media_id: {metric: value}}``), and the Bea
 that owner's token. ``account_insights.json`` holds ``{"series": {metric: value},
 "total_value": {metric: value}, "rejects": [metric]}``: series metrics answer as ``values``
 (one point per day between ``since`` and ``until``), ``metric_type=total_value`` ones as
-``total_value``, and ``rejects`` are refused as Graph refuses metrics its version does not offer
-(error 100 ``metric[i] must be one of the following values``).
+``total_value``, and ``rejects`` (optional) are refused as Graph refuses metrics its version does
+not offer (error 100 ``metric[i] must be one of the following values``). A media metric missing
+from ``media_insights.json`` is refused as Graph refuses one the media's product type does not
+offer (error 100 ``does not support the M metric for this media product type``). The Graph
+version defaults to the one the pipeline defaults to.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from ig_refresh_dagster.instagram.errors import InvalidUsername
+from ig_refresh_dagster.instagram.metrics import DEFAULT_GRAPH_MAJOR
 from ig_refresh_dagster.instagram.scrape import IG_APP_ID
 from ig_refresh_dagster.instagram.usernames import validate_username
 
@@ -81,9 +85,18 @@ def graph_error(code: int, message: str, subcode: int | None = None) -> dict[str
 
 
 def _metric_rejected(index: int, valid: list[str]) -> dict[str, Any]:
-    """How Graph refuses a metric it does not offer: by its index in the request."""
+    """How Graph refuses an account metric it does not offer: by its index in the request."""
     return graph_error(
         100, f"(#100) metric[{index}] must be one of the following values: {', '.join(valid)}"
+    )
+
+
+def _media_metric_rejected(metric: str) -> dict[str, Any]:
+    """How Graph refuses a media metric the media's product type does not offer: by name."""
+    return graph_error(
+        100,
+        f"(#100) The Media Insights API does not support the {metric} metric for this media "
+        "product type.",
     )
 
 
@@ -128,7 +141,7 @@ class InstagramStandin:
         port: int = 0,
         token: str = "demo-token",
         fixtures_dir: Path | str | None = None,
-        graph_version: str = "v21.0",
+        graph_version: str = f"v{DEFAULT_GRAPH_MAJOR}.0",
     ) -> None:
         self.host = host
         self.token = token
@@ -340,9 +353,9 @@ class InstagramStandin:
 
     def _media_insights(self, media_id: str, metrics: list[str], spec: dict[str, Any]) -> Response:
         offered: dict[str, Any] = spec.get(media_id) or {}
-        for index, metric in enumerate(metrics):
+        for metric in metrics:
             if metric not in offered:
-                return self._json(400, _metric_rejected(index, list(offered)))
+                return self._json(400, _media_metric_rejected(metric))
         data = [
             {
                 "name": metric,
@@ -388,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token", default="demo-token")
     parser.add_argument("--fixtures-dir", default=None)
-    parser.add_argument("--graph-version", default="v21.0")
+    parser.add_argument("--graph-version", default=f"v{DEFAULT_GRAPH_MAJOR}.0")
     args = parser.parse_args(argv)
     standin = InstagramStandin(
         args.host, args.port, args.token, args.fixtures_dir, args.graph_version

@@ -48,6 +48,20 @@ class InvalidUsername(PermanentError):
     default_reason = "invalid_username"
 
 
+class ResponseTooLarge(PermanentError):
+    """The answer was bigger than any real one: it was refused after ``max_bytes`` were read,
+    so a hostile or broken server cannot fill memory. Asking again would get the same."""
+
+    default_reason = "response_too_large"
+
+
+class ProfileMismatch(PermanentError):
+    """Instagram answered with another account's profile (its ``og:url``, canonical link or
+    username names someone else): nothing of it may be written to this account."""
+
+    default_reason = "profile_mismatch"
+
+
 class AccountGone(PermanentError):
     """The public profile page answers 404: the account was deleted or renamed."""
 

@@ -1,7 +1,7 @@
 """Instagram Graph API Business Discovery: one GET per profile, errors mapped to the taxonomy.
 
 The request itself, token handling (header only, every error string scrubbed) and the mapping
-of Graph error codes onto the taxonomy live in ``graph_errors``, shared with the insights client.
+of Graph error codes onto the taxonomy live in ``transport``, shared with the insights client.
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-import requests
 from pydantic import BaseModel, ValidationError
 
 from ig_refresh_dagster.instagram.errors import PermanentError
 from ig_refresh_dagster.instagram.models import InstagramProfile, RecentMedia
 from ig_refresh_dagster.instagram.transport import GraphTransport, as_int
 from ig_refresh_dagster.instagram.usage import ApiUsage
-from ig_refresh_dagster.instagram.usernames import validate_username
+from ig_refresh_dagster.instagram.usernames import require_same_account, validate_username
 
 PROFILE_FIELDS = (
     "id,ig_id,username,name,biography,profile_picture_url,followers_count,follows_count,"
@@ -65,11 +64,10 @@ class GraphClient:
         access_token: str,
         media_limit: int = 12,
         timeout: float = 10.0,
-        session: requests.Session | None = None,
     ) -> None:
         if not access_token:
             raise ValueError("an access token is required for the Graph API")
-        self._transport = GraphTransport(base_url, timeout=timeout, session=session)
+        self._transport = GraphTransport(base_url, timeout=timeout)
         self._business_account_id = business_account_id
         self._token = access_token
         self.media_limit = media_limit
@@ -97,6 +95,7 @@ class GraphClient:
                 reason="graph_unexpected_body",
                 usage=usage,
             )
+        require_same_account(name, data.get("username"), "Graph", "graph_profile_mismatch", usage)
         media_block = data.get("media")
         media_items = media_block.get("data") if isinstance(media_block, dict) else None
         try:

@@ -2,20 +2,16 @@
 metrics of their recent media, read with the owner's token (Business Discovery cannot see
 insights).
 
-Metrics (Instagram Platform "Account Insights" and "Media Insights" references, v21+):
-- account, ``period=day`` time series: ``reach``, ``follower_count`` (the latter only for
-  accounts with 100+ followers and only for the last 30 days, excluding the current day);
-- account, ``metric_type=total_value``: ``profile_views``, ``accounts_engaged``,
-  ``total_interactions``, ``website_clicks``, ``views`` (the time-series forms of the first and
-  fourth were deprecated in v21; ``views`` replaces ``impressions``, gone since v22);
-- media, lifetime: ``reach``, ``likes``, ``comments``, ``saved``, ``shares``,
-  ``total_interactions`` (``impressions``, ``plays`` and ``video_views`` are deprecated).
+What is asked comes from ``metrics``: the metrics the configured Graph version offers, for
+media those of its product type (which Business Discovery reports with each recent media).
+``follower_count`` covers only the last 30 days, excluding the current day.
 
-Graph versions and media product types differ in what they accept, so a metric Graph rejects
-(error 100 about a metric) is dropped and reported in ``unsupported`` instead of failing the
-fetch; every other error maps onto the same taxonomy as the Business Discovery client. The
-owner's token goes in the ``Authorization`` header only and is scrubbed from every error and log
-line; Graph's ``paging`` links, which quote it back, are never read.
+Should Graph still reject a metric (error 100 about a metric), it is dropped, the request is
+made again without it, and it is reported in ``unsupported`` instead of failing the fetch; a
+media metric rejected for one kind of media (media type and product type) is not asked of the
+same kind again in that fetch. Every other error maps onto the same taxonomy as the Business
+Discovery client. The owner's token goes in the ``Authorization`` header only and is scrubbed
+from every error and log line; Graph's ``paging`` links, which quote it back, are never read.
 """
 
 from __future__ import annotations
@@ -23,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -30,19 +27,17 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr
 
 from ig_refresh_dagster.instagram.errors import PermanentError
+from ig_refresh_dagster.instagram.metrics import (
+    account_series_metrics,
+    account_total_metrics,
+    graph_major,
+    media_metrics,
+)
+from ig_refresh_dagster.instagram.models import RecentMedia
 from ig_refresh_dagster.instagram.transport import GraphTransport, error_parts
 
 log = logging.getLogger(__name__)
 
-ACCOUNT_SERIES_METRICS = ("reach", "follower_count")
-ACCOUNT_TOTAL_METRICS = (
-    "profile_views",
-    "accounts_engaged",
-    "total_interactions",
-    "website_clicks",
-    "views",
-)
-MEDIA_METRICS = ("reach", "likes", "comments", "saved", "shares", "total_interactions")
 # Media metrics in ``unsupported`` carry this prefix, so they are not mistaken for the
 # account metric of the same name.
 MEDIA_PREFIX = "media:"
@@ -92,6 +87,13 @@ def day_bounds(day: date) -> tuple[int, int]:
     """``since``/``until`` (unix seconds) covering the UTC day."""
     start = int(datetime.combine(day, time.min, tzinfo=UTC).timestamp())
     return start, start + 86400
+
+
+def _media(item: RecentMedia | str) -> RecentMedia:
+    """The media with a checked id; a bare id is a media of unknown type."""
+    if isinstance(item, RecentMedia):
+        return item.model_copy(update={"id": _graph_id(item.id, "media id")})
+    return RecentMedia(id=_graph_id(item, "media id"))
 
 
 def _graph_id(value: str, what: str) -> str:
@@ -173,15 +175,17 @@ class InsightsClient:
 
     def __init__(self, transport: GraphTransport) -> None:
         self._transport = transport
+        self.graph_major = graph_major(transport.base_url)
 
     def fetch(
         self,
         user_id: str,
         access_token: str | SecretStr,
-        media_ids: list[str],
+        media: Sequence[RecentMedia | str],
         day: date,
     ) -> AccountInsights:
-        """Account metrics for UTC ``day`` and lifetime metrics of ``media_ids``.
+        """Account metrics for UTC ``day`` and lifetime metrics of ``media``: RecentMedia
+        (whose media and product types choose the metrics) or bare media ids (types unknown).
 
         Pass a finished day (yesterday or earlier): ``follower_count`` excludes the current day
         and Graph may take up to 48 hours to settle a day's numbers.
@@ -194,7 +198,7 @@ class InsightsClient:
         if isinstance(day, datetime):
             day = day.astimezone(UTC).date() if day.tzinfo else day.date()
         user = _graph_id(user_id, "IG user id")
-        checked_media = [_graph_id(m, "media id") for m in media_ids]
+        checked_media = [_media(m) for m in media]
         since, until = day_bounds(day)
         window = {"period": "day", "since": str(since), "until": str(until)}
         path = f"{user}/insights"
@@ -203,17 +207,25 @@ class InsightsClient:
         metrics: dict[str, int | float] = {}
         unsupported: list[str] = []
         for names, params in (
-            (ACCOUNT_SERIES_METRICS, window),
-            (ACCOUNT_TOTAL_METRICS, {**window, "metric_type": "total_value"}),
+            (account_series_metrics(self.graph_major), window),
+            (account_total_metrics(self.graph_major), {**window, "metric_type": "total_value"}),
         ):
             data, rejected = self._metrics(path, list(names), params, token, subject)
             metrics.update(_values(data, names, day))
             unsupported += rejected
 
         media_insights = []
-        for media_id in checked_media:
-            item, rejected = self._media(media_id, token)
-            media_insights.append(item)
+        refused: dict[tuple[str | None, str | None], set[str]] = {}
+        for item in checked_media:
+            kind = (item.media_type, item.media_product_type)
+            names = [
+                m
+                for m in media_metrics(self.graph_major, *kind)
+                if m not in refused.get(kind, set())
+            ]
+            insights, rejected = self._media(item.id, names, token)
+            media_insights.append(insights)
+            refused.setdefault(kind, set()).update(rejected)
             unsupported += [f"{MEDIA_PREFIX}{m}" for m in rejected]
         return AccountInsights(
             user_id=user,
@@ -223,17 +235,17 @@ class InsightsClient:
             unsupported=list(dict.fromkeys(unsupported)),
         )
 
-    def _media(self, media_id: str, token: str) -> tuple[MediaInsights, list[str]]:
+    def _media(
+        self, media_id: str, names: list[str], token: str
+    ) -> tuple[MediaInsights, list[str]]:
         path = f"{media_id}/insights"
         try:
             data, rejected = self._metrics(
-                path, list(MEDIA_METRICS), {}, token, f"insights of media {media_id}", media=True
+                path, names, {}, token, f"insights of media {media_id}", media=True
             )
         except _MediaWithoutInsights:
             return MediaInsights(media_id=media_id), []
-        return MediaInsights(
-            media_id=media_id, metrics=_values(data, MEDIA_METRICS, None)
-        ), rejected
+        return MediaInsights(media_id=media_id, metrics=_values(data, names, None)), rejected
 
     def _metrics(
         self,
@@ -304,7 +316,7 @@ class InsightsClient:
 
 
 def _values(
-    data: list[dict[str, Any]], wanted: tuple[str, ...], day: date | None
+    data: list[dict[str, Any]], wanted: Sequence[str], day: date | None
 ) -> dict[str, int | float]:
     values: dict[str, int | float] = {}
     for item in data:

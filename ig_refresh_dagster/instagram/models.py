@@ -1,15 +1,44 @@
 """What one fetch learned about a profile, and how it maps onto the app's ``Account`` document.
 
 ``None`` always means "unknown" and is never written: a scrape that could not read the
-following count must not erase the one Graph gave us last week.
+following count must not erase the one Graph gave us last week, and a profile without a known
+display name leaves the account's ``name`` as it is. URLs that Instagram (or someone answering
+in its place) sends are kept only when they are plain http(s) links of a sane length; anything
+else (``javascript:``, ``data:``, relative, overlong) is unknown.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, computed_field, field_validator
+
+# Instagram's signed CDN links run to several hundred characters; browsers and most stores
+# handle 2,048 safely.
+MAX_URL_LENGTH = 2048
+_WEB_SCHEMES = frozenset({"http", "https"})
+
+
+def web_url(value: Any) -> str | None:
+    """``value`` when it is an absolute http(s) URL with a host, at most MAX_URL_LENGTH
+    characters and without whitespace or control characters; otherwise None (unknown)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text or len(text) > MAX_URL_LENGTH:
+        return None
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        return None
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in _WEB_SCHEMES or not host:
+        return None
+    return text
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -29,6 +58,11 @@ class RecentMedia(BaseModel):
     media_product_type: str | None = None
     permalink: str | None = None
     timestamp: datetime | None = None
+
+    @field_validator("permalink", mode="before")
+    @classmethod
+    def _permalink_web_url(cls, value: Any) -> str | None:
+        return web_url(value)
 
     @field_validator("timestamp")
     @classmethod
@@ -67,6 +101,11 @@ class InstagramProfile(BaseModel):
     fetched_at: datetime
     recent_media: list[RecentMedia] = []
 
+    @field_validator("profile_picture_url", "website", mode="before")
+    @classmethod
+    def _web_urls(cls, value: Any) -> str | None:
+        return web_url(value)
+
     @field_validator("fetched_at")
     @classmethod
     def _fetched_at_utc(cls, value: datetime) -> datetime:
@@ -88,9 +127,10 @@ class InstagramProfile(BaseModel):
         return sum(totals) / len(totals) / self.followers_count
 
     def to_account_fields(self) -> dict[str, Any]:
-        """Fields to ``$set`` on the ``Account`` document; unknown values are left out."""
+        """Fields to ``$set`` on the ``Account`` document; unknown values are left out (the
+        username is never a stand-in for an unknown display name)."""
         data = {
-            "name": self.name or self.username,
+            "name": self.name,
             "username": self.username,
             "description": self.biography,
             "followers": self.followers_count,
@@ -107,7 +147,7 @@ class InstagramProfile(BaseModel):
             "fetchedAt": self.fetched_at,
         }
         fields = {
-            "name": self.name or self.username,
+            "name": self.name,
             "description": self.biography,
             "followerCount": self.followers_count,
             "imageUrl": self.profile_picture_url,

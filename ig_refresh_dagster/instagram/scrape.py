@@ -5,7 +5,13 @@ with the web app's ``x-ig-app-id``), which has exact counts and recent posts. In
 refuses it to clients it does not recognise (401/403, a login redirect, an HTML body, or a 400
 for some business accounts), so stage 2 reads the public profile page's Open Graph tags, whose
 counts are rounded and localised. Redirects are never followed to the login, challenge or
-consent pages: landing there means we are blocked, and saying so is the useful answer.
+consent pages: landing there means we are blocked, and saying so is the useful answer. Nor are
+they followed off Instagram's own hosts or down from https to http (see ``RedirectPolicy``).
+
+Every answer must be about the account asked for: a page whose ``og:url`` or canonical link,
+or a JSON body whose username, names another account is a ProfileMismatch, and nothing of it
+is returned. Each stage has ``timeout`` seconds in total (redirect hops included) and reads at
+most ``SCRAPE_MAX_BYTES``.
 """
 
 from __future__ import annotations
@@ -16,18 +22,27 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import lxml.html
-import requests
 from lxml import etree
 
+from ig_refresh_dagster.instagram.bounded_http import (
+    Answer,
+    Deadline,
+    Label,
+    bounded_get,
+    host_of,
+    new_session,
+)
 from ig_refresh_dagster.instagram.counts import parse_profile_description
 from ig_refresh_dagster.instagram.errors import (
     AccountGone,
     InstagramError,
+    ProfileMismatch,
     ScrapeBlocked,
     TransientError,
 )
 from ig_refresh_dagster.instagram.models import InstagramProfile, RecentMedia
-from ig_refresh_dagster.instagram.usernames import validate_username
+from ig_refresh_dagster.instagram.retry_after import retry_after_seconds
+from ig_refresh_dagster.instagram.usernames import require_same_account, validate_username
 
 IG_APP_ID = "936619743392459"
 USER_AGENT = (
@@ -39,6 +54,10 @@ USER_AGENT = (
 RATE_BLOCK_WAIT_SECONDS = 900.0
 WALL_WAIT_SECONDS = 3600.0
 MAX_REDIRECTS = 3
+# Real profile pages are a few hundred kilobytes, the JSON profile less.
+SCRAPE_MAX_BYTES = 5 * 1024 * 1024
+INSTAGRAM_DOMAIN = "instagram.com"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _WALL_PATHS = ("/accounts/login", "/challenge", "/consent", "/accounts/suspended")
 _PLEASE_WAIT = "please wait a few minutes"
 _MEDIA_TYPES = {"GraphImage": "IMAGE", "GraphVideo": "VIDEO", "GraphSidecar": "CAROUSEL_ALBUM"}
@@ -69,30 +88,66 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _retry_after(response: requests.Response, default: float) -> float:
+def _retry_after(answer: Answer, default: float) -> float:
+    return retry_after_seconds(answer.headers.get("Retry-After"), default)
+
+
+def _path(url: str) -> str:
     try:
-        seconds = float(response.headers.get("Retry-After", ""))
+        return urlsplit(url).path
     except ValueError:
-        return default
-    return seconds if seconds > 0 else default
+        return ""
 
 
 def _is_wall(url: str) -> bool:
-    path = urlsplit(url).path.lower()
+    path = _path(url).lower()
     return any(path.startswith(p) for p in _WALL_PATHS)
 
 
+def _names_other_account(url: str, username: str) -> bool:
+    """Whether a page's own URL (``og:url``, canonical link) is not ``/{username}/``."""
+    first = _path(url).strip("/").split("/")[0]
+    return first.lower() != username
+
+
+class RedirectPolicy:
+    """Which redirect targets the scraper follows: the configured web host on its scheme and
+    port, and, when that host is Instagram's, any ``instagram.com`` host over the same scheme.
+    A target with user info, another scheme (no https -> http downgrade), port or host is
+    not followed."""
+
+    def __init__(self, web_url: str) -> None:
+        parts = urlsplit(web_url)
+        self.scheme = parts.scheme.lower()
+        self.host = (parts.hostname or "").lower()
+        self.port = parts.port or _DEFAULT_PORTS.get(self.scheme)
+        self.instagram = _is_instagram(self.host)
+
+    def allows(self, url: str) -> bool:
+        try:
+            parts = urlsplit(url)
+            port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+        except ValueError:
+            return False
+        host = (parts.hostname or "").lower()
+        if parts.scheme.lower() != self.scheme or parts.username or parts.password:
+            return False
+        if (host, port) == (self.host, self.port):
+            return True
+        return self.instagram and _is_instagram(host) and port == self.port
+
+
+def _is_instagram(host: str) -> bool:
+    return host == INSTAGRAM_DOMAIN or host.endswith(f".{INSTAGRAM_DOMAIN}")
+
+
 class ProfileScraper:
-    def __init__(
-        self,
-        web_url: str = "https://www.instagram.com",
-        timeout: float = 10.0,
-        session: requests.Session | None = None,
-    ) -> None:
+    def __init__(self, web_url: str = "https://www.instagram.com", timeout: float = 10.0) -> None:
         self.web_url = web_url.rstrip("/")
         self.timeout = timeout
-        self._session = session or requests.Session()
-        self._host = urlsplit(self.web_url).netloc
+        self.max_bytes = SCRAPE_MAX_BYTES
+        self._session = new_session()
+        self._redirects = RedirectPolicy(self.web_url)
 
     def fetch(self, username: str) -> InstagramProfile:
         name = validate_username(username)
@@ -103,69 +158,65 @@ class ProfileScraper:
 
     # -- HTTP -------------------------------------------------------------------------------
 
-    def _get(self, url: str, headers: dict[str, str], name: str) -> requests.Response:
-        """GET following same-site redirects by hand, stopping at walls."""
-        for _ in range(MAX_REDIRECTS + 1):
-            response = self._send(url, headers, name)
-            if isinstance(response, InstagramError):
-                raise response
-            if not response.is_redirect:
-                return response
-            target = urljoin(url, response.headers["Location"])
-            if _is_wall(target):
-                raise ScrapeBlocked(
-                    f"Instagram redirected the request for @{name} to {urlsplit(target).path} "
-                    "(login/challenge wall)",
-                    retry_after=_retry_after(response, WALL_WAIT_SECONDS),
-                    reason="scrape_login_wall",
+    def _get(self, url: str, headers: dict[str, str], name: str) -> Answer:
+        """GET following allowed redirects by hand, stopping at walls, all hops within one
+        deadline."""
+        label = Label(f"request for @{name}", "scrape")
+        with Deadline(self.timeout) as deadline:
+            for _ in range(MAX_REDIRECTS + 1):
+                answer = bounded_get(
+                    self._session,
+                    url,
+                    headers={
+                        "User-Agent": USER_AGENT,
+                        "Accept-Language": "en-US,en;q=0.9",
+                        **headers,
+                    },
+                    deadline=deadline,
+                    max_bytes=self.max_bytes,
+                    label=label,
                 )
-            if urlsplit(target).netloc != self._host:
-                raise TransientError(
-                    f"Instagram redirected the request for @{name} off-site to "
-                    f"{urlsplit(target).netloc}",
-                    reason="scrape_unexpected_redirect",
-                )
-            url = target
+                if answer.location is None:
+                    return answer
+                url = self._redirect_target(url, answer, name)
         raise TransientError(
             f"more than {MAX_REDIRECTS} redirects for @{name}", reason="scrape_redirect_loop"
         )
 
-    def _send(
-        self, url: str, headers: dict[str, str], name: str
-    ) -> requests.Response | InstagramError:
-        try:
-            return self._session.get(
-                url,
-                headers={"User-Agent": USER_AGENT, "Accept-Language": "en-US,en;q=0.9", **headers},
-                timeout=self.timeout,
-                allow_redirects=False,
+    def _redirect_target(self, url: str, answer: Answer, name: str) -> str:
+        target = urljoin(url, answer.location or "")
+        if _is_wall(target):
+            raise ScrapeBlocked(
+                f"Instagram redirected the request for @{name} to {_path(target)[:80]} "
+                "(login/challenge wall)",
+                retry_after=_retry_after(answer, WALL_WAIT_SECONDS),
+                reason="scrape_login_wall",
             )
-        except requests.Timeout:
-            return TransientError(
-                f"request for @{name} timed out after {self.timeout}s", reason="scrape_timeout"
+        if not self._redirects.allows(target):
+            raise TransientError(
+                f"the request for @{name} was redirected off Instagram's hosts to "
+                f"{urlsplit(target).scheme}://{host_of(target)}; not followed",
+                reason="scrape_unexpected_redirect",
             )
-        except requests.RequestException as exc:
-            return TransientError(
-                f"request for @{name} failed: {type(exc).__name__}", reason="scrape_network"
-            )
+        return target
 
-    def _raise_for_block_or_outage(self, response: requests.Response, name: str) -> None:
-        if response.status_code == 429:
+    def _raise_for_block_or_outage(self, answer: Answer, name: str) -> None:
+        if answer.status == 429:
             raise ScrapeBlocked(
                 f"Instagram answered 429 Too Many Requests for @{name}",
-                retry_after=_retry_after(response, RATE_BLOCK_WAIT_SECONDS),
+                retry_after=_retry_after(answer, RATE_BLOCK_WAIT_SECONDS),
                 reason="scrape_rate_limited",
             )
-        if response.status_code >= 500:
+        if answer.status >= 500:
             raise TransientError(
-                f"Instagram answered HTTP {response.status_code} for @{name}",
+                f"Instagram answered HTTP {answer.status} for @{name}",
                 reason="scrape_server_error",
             )
 
-    def _please_wait(self, response: requests.Response, name: str) -> ScrapeBlocked:
+    def _please_wait(self, answer: Answer, name: str) -> ScrapeBlocked:
         return ScrapeBlocked(
             f'Instagram answered "Please wait a few minutes" for @{name}',
-            retry_after=_retry_after(response, RATE_BLOCK_WAIT_SECONDS),
+            retry_after=_retry_after(answer, RATE_BLOCK_WAIT_SECONDS),
             reason="scrape_please_wait",
         )
 
@@ -184,10 +235,7 @@ class ProfileScraper:
                 raise _Inconclusive from None
             raise
         self._raise_for_block_or_outage(response, name)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        body = response.json()
         if not isinstance(body, dict):
             raise _Inconclusive
         message = body.get("message")
@@ -195,8 +243,9 @@ class ProfileScraper:
             raise self._please_wait(response, name)
         data = body.get("data")
         user = data.get("user") if isinstance(data, dict) else None
-        if response.status_code != 200 or not isinstance(user, dict):
+        if response.status != 200 or not isinstance(user, dict):
             raise _Inconclusive
+        require_same_account(name, user.get("username"), "Instagram", "scrape_profile_mismatch")
         return self._profile_from_user(name, user)
 
     def _profile_from_user(self, name: str, user: dict[str, Any]) -> InstagramProfile:
@@ -258,24 +307,24 @@ class ProfileScraper:
             {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"},
             name,
         )
-        if response.status_code == 404:
+        if response.status == 404:
             raise AccountGone(
                 f"Instagram has no public profile @{name} (HTTP 404)", reason="account_gone"
             )
         self._raise_for_block_or_outage(response, name)
-        if response.status_code in (401, 403):
+        if response.status in (401, 403):
             raise ScrapeBlocked(
-                f"Instagram refused the profile page of @{name} (HTTP {response.status_code})",
+                f"Instagram refused the profile page of @{name} (HTTP {response.status})",
                 retry_after=_retry_after(response, WALL_WAIT_SECONDS),
                 reason="scrape_forbidden",
             )
-        if response.status_code != 200:
+        if response.status != 200:
             raise TransientError(
-                f"Instagram answered HTTP {response.status_code} for the profile page of @{name}",
+                f"Instagram answered HTTP {response.status} for the profile page of @{name}",
                 reason="scrape_unexpected_status",
             )
         try:
-            page = lxml.html.fromstring(response.content)
+            page = lxml.html.fromstring(response.body)
         except (etree.ParserError, ValueError):
             raise TransientError(
                 f"the profile page of @{name} is empty or not HTML", reason="scrape_unreadable"
@@ -293,6 +342,13 @@ class ProfileScraper:
             )
         if og["og:description"] is None and og["og:title"] is None:
             raise self._blank_page(response, page, name)
+        for what, url in (("og:url", og["og:url"]), ("canonical link", canonical)):
+            if url and _names_other_account(url, name):
+                raise ProfileMismatch(
+                    f"the profile page asked for @{name} has the {what} "
+                    f"{_path(url)[:80]!a}, another account's; nothing is written",
+                    reason="scrape_profile_mismatch",
+                )
         counts = parse_profile_description(og["og:description"] or "")
         return InstagramProfile(
             username=name,
@@ -308,7 +364,7 @@ class ProfileScraper:
         )
 
     def _blank_page(
-        self, response: requests.Response, page: lxml.html.HtmlElement, name: str
+        self, response: Answer, page: lxml.html.HtmlElement, name: str
     ) -> InstagramError:
         """A 200 page without profile tags: a block page, a login form, or something new."""
         if _PLEASE_WAIT in page.text_content().lower():

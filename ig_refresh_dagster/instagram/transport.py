@@ -14,8 +14,9 @@ Error codes (Graph API "Handling Errors" and "Rate Limits" guides):
   -> GraphAuthError
 - 110, or any code with subcode 2207013 (Business Discovery: not a business/creator account,
   or no such username) -> GraphAccountUnavailable
-- 1, 2 (unknown/service, "temporary issue due to downtime"), HTTP 5xx, timeouts, connection
-  errors, unreadable bodies -> TransientError
+- 1, 2 (unknown/service, "temporary issue due to downtime"), HTTP 5xx, timeouts (the whole
+  answer within ``timeout`` seconds), connection errors, unreadable bodies -> TransientError
+- an answer over ``max_bytes`` -> ResponseTooLarge; a redirect (never followed) -> PermanentError
 - anything else -> PermanentError
 """
 
@@ -26,8 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
+from ig_refresh_dagster.instagram.bounded_http import (
+    Answer,
+    Deadline,
+    Label,
+    bounded_get,
+    host_of,
+    new_session,
+)
 from ig_refresh_dagster.instagram.errors import (
     GraphAccountUnavailable,
     GraphAuthError,
@@ -47,6 +54,8 @@ AUTH_CODES = frozenset({10, 102, 190, *range(200, 300)})
 ACCOUNT_UNAVAILABLE_CODES = frozenset({110})
 ACCOUNT_UNAVAILABLE_SUBCODES = frozenset({2207013})
 TRANSIENT_CODES = frozenset({1, 2})
+# A Business Discovery answer with a dozen media is tens of kilobytes; insights are smaller.
+GRAPH_MAX_BYTES = 1024 * 1024
 # Meta access tokens start with "EAA" followed by a long base62 run.
 _TOKEN_SHAPED = re.compile(r"EAA[A-Za-z0-9]{16,}")
 
@@ -69,48 +78,22 @@ def scrub(text: str, token: str) -> str:
     return _TOKEN_SHAPED.sub("[token]", text)
 
 
-def _send(
-    session: requests.Session,
-    url: str,
-    params: dict[str, str],
-    token: str,
-    timeout: float,
-    subject: str,
-) -> requests.Response | InstagramError:
-    """The raw response, or the error to raise: built outside the ``except`` block so no
-    requests exception (and whatever it quotes) is chained onto ours."""
-    try:
-        response = session.get(
-            url,
-            params=params,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            timeout=timeout,
-            allow_redirects=False,
+def _json_body(answer: Answer, subject: str) -> tuple[dict[str, Any], ApiUsage | None]:
+    """The body as a JSON object and the usage headers. A redirect is refused (Graph does not
+    send them; following one could carry the token's answer elsewhere), anything else that is
+    not a JSON object is a TransientError (a proxy's HTML error page, a truncated body)."""
+    usage = parse_usage(answer.headers)
+    if answer.location is not None:
+        raise PermanentError(
+            f"Graph answered HTTP {answer.status} for {subject} with a redirect to "
+            f"{host_of(answer.location)}; redirects are never followed",
+            reason="graph_redirect",
+            usage=usage,
         )
-    except requests.Timeout:
-        return TransientError(
-            f"Graph request for {subject} timed out after {timeout}s", reason="graph_timeout"
-        )
-    except requests.RequestException as exc:
-        kind = type(exc).__name__
-        return TransientError(
-            f"Graph request for {subject} failed: {kind}: {scrub(str(exc), token)}",
-            reason="graph_network",
-        )
-    return response
-
-
-def _json_body(response: requests.Response, subject: str) -> tuple[dict[str, Any], ApiUsage | None]:
-    """The body as a JSON object and the usage headers; anything else is a TransientError (a
-    proxy's HTML error page, a truncated body)."""
-    usage = parse_usage(response.headers)
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    body = answer.json()
     if not isinstance(body, dict):
         raise TransientError(
-            f"Graph answered HTTP {response.status_code} for {subject} with a body that is not "
+            f"Graph answered HTTP {answer.status} for {subject} with a body that is not "
             "a JSON object",
             reason="graph_unreadable",
             usage=usage,
@@ -180,28 +163,36 @@ class GraphAnswer:
 
 
 class GraphTransport:
-    """GET one Graph path with a token: the token in a header only, bounded in time, network
-    and body failures raised as the taxonomy's classes. ``before_call`` runs before every
-    request (the fleet-wide budget charges there)."""
+    """GET one Graph path with a token: the token in a header only, ``timeout`` seconds in
+    total for the whole answer, at most ``max_bytes`` of it, network and body failures raised
+    as the taxonomy's classes. ``before_call`` runs before every request (the fleet-wide
+    budget charges there)."""
 
     def __init__(
         self,
         base_url: str,
         timeout: float = 10.0,
-        session: requests.Session | None = None,
         before_call: Callable[[str], None] | None = None,
+        max_bytes: int = GRAPH_MAX_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._session = session or requests.Session()
+        self.max_bytes = max_bytes
+        self._session = new_session()
         self._before_call = before_call
 
     def get(self, path: str, params: dict[str, str], token: str, subject: str) -> GraphAnswer:
         if self._before_call is not None:
             self._before_call(subject)
-        url = f"{self.base_url}/{path}"
-        response = _send(self._session, url, params, token, self.timeout, subject)
-        if isinstance(response, InstagramError):
-            raise response
-        body, usage = _json_body(response, subject)
-        return GraphAnswer(status=response.status_code, body=body, usage=usage, subject=subject)
+        with Deadline(self.timeout) as deadline:
+            answer = bounded_get(
+                self._session,
+                f"{self.base_url}/{path}",
+                params=params,
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                deadline=deadline,
+                max_bytes=self.max_bytes,
+                label=Label(f"Graph request for {subject}", "graph", lambda t: scrub(t, token)),
+            )
+        body, usage = _json_body(answer, subject)
+        return GraphAnswer(status=answer.status, body=body, usage=usage, subject=subject)

@@ -4,7 +4,8 @@
 app's rolling-hour allowance. ``X-Business-Use-Case-Usage`` (Instagram Platform requests are
 under Business Use Case limits): ``{"<business id>": [{"type", "call_count", "total_cputime",
 "total_time", "estimated_time_to_regain_access"}]}``, the last in minutes. Headers are advisory:
-a malformed one is ignored, never an error.
+a malformed one is ignored, never an error, and Meta's estimate is capped at a day (Business Use
+Case windows are 24 hours long), so one absurd header cannot pause Graph for years.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 APP_USAGE_HEADER = "x-app-usage"
 BUC_USAGE_HEADER = "x-business-use-case-usage"
 _PERCENT_FIELDS = ("call_count", "total_cputime", "total_time")
+MAX_REGAIN_SECONDS = 24 * 3600.0
 
 
 class ApiUsage(BaseModel):
@@ -78,5 +80,7 @@ def parse_usage(headers: Mapping[str, str]) -> ApiUsage | None:
         return None
     return ApiUsage(
         max_percent=max(percents) if percents else None,
-        regain_after_seconds=max(regain_minutes) * 60.0 if regain_minutes else None,
+        regain_after_seconds=min(max(regain_minutes) * 60.0, MAX_REGAIN_SECONDS)
+        if regain_minutes
+        else None,
     )

@@ -11,8 +11,12 @@ no two periods in a row. Usernames are case-insensitive, so they are lowercased 
 from __future__ import annotations
 
 import string
+from typing import TYPE_CHECKING, Any
 
-from ig_refresh_dagster.instagram.errors import InvalidUsername
+from ig_refresh_dagster.instagram.errors import InvalidUsername, ProfileMismatch
+
+if TYPE_CHECKING:
+    from ig_refresh_dagster.instagram.usage import ApiUsage
 
 MAX_LENGTH = 30
 _ALLOWED = frozenset(string.ascii_lowercase + string.digits + "._")
@@ -39,3 +43,17 @@ def validate_username(raw: str) -> str:
     if ".." in name:
         raise InvalidUsername(f"username {shown} has two periods in a row")
     return name
+
+
+def require_same_account(
+    name: str, answered_for: Any, source: str, reason: str, usage: ApiUsage | None = None
+) -> None:
+    """Raise ProfileMismatch when an answer for @``name`` (canonical) says it is about another
+    username; an answer that names none is taken as about ``name``."""
+    if isinstance(answered_for, str) and answered_for.lower() != name:
+        raise ProfileMismatch(
+            f"{source} answered the request for @{name} with the profile of "
+            f"{answered_for[:40]!a}; nothing is written",
+            reason=reason,
+            usage=usage,
+        )

@@ -12,10 +12,25 @@ class ConsumedMessage(BaseModel):
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]] = []
-    generation: int = 0
+    # The cursor epoch the message was read under (``cursor.py``): part of its run key, so a
+    # position read again after the cursor was lost or the log reset gets a key never used.
+    epoch: str
+    # Kafka's timestamp in epoch milliseconds, when the broker gave one.
+    timestamp_ms: int | None = None
 
     @property
-    def source(self) -> str:
-        """The run key: ``topic:partition:offset`` (``topic@N:…`` after a topic was recreated)."""
-        topic = self.topic if self.generation == 0 else f"{self.topic}@{self.generation}"
-        return f"{topic}:{self.partition}:{self.offset}"
+    def position(self) -> str:
+        """``topic:partition:offset``, for people (logs, tags, dead-letter headers)."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    @property
+    def run_key(self) -> str:
+        """``epoch:partition:offset``: unique across cursor epochs, short enough for a tick."""
+        return f"{self.epoch}:{self.partition}:{self.offset}"
+
+    def header(self, name: str) -> bytes | None:
+        """The last value of header ``name`` (headers may repeat; later ones win)."""
+        for key, value in reversed(self.headers):
+            if key == name:
+                return value
+        return None

@@ -9,6 +9,14 @@ from typing import Any
 from dagster import define_asset_job, graph_asset, in_process_executor
 
 from ig_refresh_dagster.partitions import instagram_accounts
+from ig_refresh_dagster.refresh.checks import (
+    ASSET,
+    CHECK_SPECS,
+    FOLLOWER_JUMP,
+    GRAPH_ENABLED,
+    PROFILE_COMPLETE,
+    check_profile,
+)
 from ig_refresh_dagster.refresh.ops import (
     collect_insights,
     fetch_profile,
@@ -21,9 +29,10 @@ from ig_refresh_dagster.refresh.ops import (
 
 
 @graph_asset(
-    key="instagram_profile",
+    key=ASSET,
     partitions_def=instagram_accounts,
     hooks={record_refresh_failure},
+    check_specs=CHECK_SPECS,
     kinds={"instagram", "mongodb", "redis"},
     group_name="instagram",
     description="An Instagram creator profile, refreshed into Account, the cache and the log.",
@@ -34,7 +43,14 @@ def instagram_profile() -> Any:
     update = upsert_account(account, outcome)
     cache = refresh_cache(account, update)
     insights = collect_insights(account, outcome)
-    return write_refresh_log(outcome, update, cache, insights)
+    refreshed = write_refresh_log(outcome, update, cache, insights)
+    jump, complete, graph = check_profile(outcome, update, refreshed)
+    return {
+        "result": refreshed,
+        f"{ASSET}_{FOLLOWER_JUMP}": jump,
+        f"{ASSET}_{PROFILE_COMPLETE}": complete,
+        f"{ASSET}_{GRAPH_ENABLED}": graph,
+    }
 
 
 instagram_refresh_job = define_asset_job(

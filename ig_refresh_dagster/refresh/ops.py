@@ -2,9 +2,10 @@
 
 load → fetch → upsert → cache → insights → log. Transient failures (network, 5xx, store
 timeouts) are retried with exponential backoff and jitter; permanent ones fail at once with a
-readable reason; an exhausted Instagram budget asks Dagster to retry after the wait, so the run
-neither fails nor loses the event. Whatever ends the run, exactly one ``DataRefreshLog`` entry
-(keyed by run id) tells how.
+readable reason. When Instagram makes us wait (both budgets exhausted, a login wall or "Please
+wait", a Meta pause) the run does not wait: it ends at once as DEFERRED and
+``deferred_refresh_sensor`` runs the refresh again when the wait is over. Whatever ends the run,
+exactly one ``DataRefreshLog`` entry (keyed by run id) tells how.
 """
 
 import contextlib
@@ -20,9 +21,9 @@ from dagster import (
     HookContext,
     Jitter,
     OpExecutionContext,
+    Out,
     Output,
     RetryPolicy,
-    RetryRequested,
     failure_hook,
     op,
 )
@@ -38,14 +39,21 @@ from ig_refresh_dagster.instagram.fetcher import FetchOutcome, ProfileFetcher
 from ig_refresh_dagster.partitions import is_account_id
 from ig_refresh_dagster.refresh.outcomes import InsightsOutcome, InsightsStatus
 from ig_refresh_dagster.refresh.resources import InstagramResource, MongoResource, RedisResource
+from ig_refresh_dagster.refresh.run_tags import tag_current_run
 from ig_refresh_dagster.stores.accounts import AccountRecord, AccountUpdate
 from ig_refresh_dagster.stores.insights import owner_auth
 
 TRANSIENT_RETRIES = RetryPolicy(
     max_retries=4, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
-# An exhausted hourly budget can take up to an hour to return; wait through a day of that.
-BUDGET_WAITS = 24
+# Waits that defer the refresh instead of failing it.
+_WAITS = (BudgetExhausted, ScrapeBlocked)
+# Retry-After and budget waits are capped: a proxy's "come back tomorrow" must not park a
+# refresh for a day; after at most an hour we look again (and defer again if still blocked).
+MAX_DEFERRAL_WAIT = timedelta(hours=1)
+# A refresh deferred for this long in one chain gives up as FAILED, so nothing waits forever.
+DEFERRAL_LIMIT = timedelta(days=3)
+OUTCOME_TAG = "ig-refresh/outcome"
 _TRANSIENT = (
     TransientError,
     pymongo.errors.ConnectionFailure,
@@ -60,18 +68,11 @@ def _now() -> datetime:
 
 @contextlib.contextmanager
 def _classified(context: OpExecutionContext, step: str) -> Iterator[None]:
-    """Transient errors propagate for the RetryPolicy; waits on Instagram become a
-    RetryRequested after that wait; everything else fails without retry."""
+    """Transient errors propagate for the RetryPolicy; everything else fails without retry."""
     try:
         yield
-    except (Failure, RetryRequested):
+    except Failure:
         raise
-    except (BudgetExhausted, ScrapeBlocked) as exc:
-        retries = (
-            BUDGET_WAITS if isinstance(exc, BudgetExhausted) else TRANSIENT_RETRIES.max_retries
-        )
-        context.log.warning(f"{step}: {exc.message}; retrying in {exc.retry_after:.0f}s")
-        raise RetryRequested(max_retries=retries, seconds_to_wait=exc.retry_after) from None
     except _TRANSIENT:
         raise
     except Exception as exc:
@@ -91,8 +92,12 @@ def load_account(context: OpExecutionContext, mongo: MongoResource) -> AccountRe
             allow_retries=False,
         )
     with _classified(context, "load account"):
-        mongo.refresh_log().start(context.run_id, account_id, _now())
+        log = mongo.refresh_log()
+        log.start(context.run_id, account_id, _now())
+        retried = log.adopt_deferrals(context.run_id, account_id)
         account = mongo.accounts().load(account_id)
+    if retried:
+        context.log.info(f"This run retries the deferred refresh of run(s) {', '.join(retried)}")
     if account.username is None:
         raise Failure(
             description=f"Account {account_id} has neither `handle` nor `accountId`",
@@ -102,21 +107,28 @@ def load_account(context: OpExecutionContext, mongo: MongoResource) -> AccountRe
     return account
 
 
-@op(retry_policy=TRANSIENT_RETRIES)
+@op(retry_policy=TRANSIENT_RETRIES, out=Out(FetchOutcome, is_required=False))
 def fetch_profile(
     context: OpExecutionContext,
     account: AccountRecord,
     instagram: InstagramResource,
     mongo: MongoResource,
-) -> FetchOutcome:
+) -> Iterator[Output[FetchOutcome]]:
+    """The profile from Graph or scraping. When Instagram makes us wait, the refresh is
+    deferred and this step yields no output: the later steps are skipped, so nothing writes
+    the account and the asset is not materialized (nothing was refreshed; a materialization
+    would claim fresh data), while the run itself succeeds, as nothing failed."""
     fetcher = instagram.fetcher()
     try:
         with _classified(context, "fetch profile"):
             try:
                 outcome = fetcher.fetch(account.username or "")
             except InstagramError as exc:
-                for note in getattr(exc, "notes", []):
+                for note in exc.notes:
                     context.log.info(note)
+                if isinstance(exc, _WAITS):
+                    _defer(context, mongo, account, exc)
+                    return
                 if isinstance(exc, AccountGone):
                     mongo.accounts().mark_gone(account.id, _now())
                 raise
@@ -124,7 +136,37 @@ def fetch_profile(
         _warn_if_graph_disabled(context, fetcher)
     for note in outcome.notes:
         context.log.info(note)
-    return outcome
+    yield Output(outcome)
+
+
+def _defer(
+    context: OpExecutionContext,
+    mongo: MongoResource,
+    account: AccountRecord,
+    exc: BudgetExhausted | ScrapeBlocked,
+) -> None:
+    """End the run now as DEFERRED (no run slot held while waiting), or give up as FAILED
+    once this refresh has been deferred for ``DEFERRAL_LIMIT``."""
+    now = _now()
+    log = mongo.refresh_log()
+    since = log.deferred_since(context.run_id) or now
+    reason = f"fetch profile: {exc.message}"
+    if now - since >= DEFERRAL_LIMIT:
+        raise Failure(
+            description=(
+                f"gave up: deferred since {since:%Y-%m-%d %H:%M} UTC, longer than "
+                f"{DEFERRAL_LIMIT.days} days; last reason: {reason}"
+            ),
+            metadata={"error_type": "DeferralLimit"},
+            allow_retries=False,
+        )
+    retry_at = now + min(timedelta(seconds=exc.retry_after), MAX_DEFERRAL_WAIT)
+    log.defer(context.run_id, account.id, reason, retry_at, since, now, exc.notes)
+    tag_current_run(context, {OUTCOME_TAG: "deferred"})
+    context.log.warning(
+        f"{reason}; refresh DEFERRED until {retry_at:%Y-%m-%d %H:%M:%S} UTC. This run ends "
+        "now without writing the account; deferred_refresh_sensor runs it again then."
+    )
 
 
 def _warn_if_graph_disabled(context: OpExecutionContext, fetcher: ProfileFetcher) -> None:
@@ -145,9 +187,11 @@ def upsert_account(
     outcome: FetchOutcome,
     mongo: MongoResource,
 ) -> AccountUpdate:
+    profile, now = outcome.profile, _now()
     with _classified(context, "upsert account"):
-        update = mongo.accounts().apply_refresh(
-            account.id, outcome.profile.to_account_fields(), _now()
+        update = mongo.accounts().apply_refresh(account.id, profile.to_account_fields(), now)
+        mongo.history().record(
+            account.id, now, profile.followers_count, profile.follows_count, profile.media_count
         )
     context.log.info(f"Changed fields: {', '.join(update.changed) or 'none'}")
     return update
@@ -188,10 +232,9 @@ def collect_insights(
         context.log.info(f"Insights {result.summary()} (no instagramAuth)")
         return result
     day = (_now() - timedelta(days=1)).date()
-    media_ids = [m.id for m in outcome.profile.recent_media]
     try:
         insights = instagram.insights_client().fetch(
-            auth.user_id, auth.access_token, media_ids, day
+            auth.user_id, auth.access_token, outcome.profile.recent_media, day
         )
         mongo.insights().save(account.id, insights, _now())
     except Exception as exc:

@@ -18,6 +18,7 @@ from ig_refresh_dagster.instagram.insights import InsightsClient
 from ig_refresh_dagster.instagram.scrape import ProfileScraper
 from ig_refresh_dagster.instagram.transport import GraphTransport
 from ig_refresh_dagster.intake.connection import KafkaConnection
+from ig_refresh_dagster.intake.cursor import StartFrom
 from ig_refresh_dagster.intake.dead_letters import DeadLetterPublisher
 from ig_refresh_dagster.intake.events import DEFAULT_MAX_MESSAGE_BYTES
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicReader
@@ -25,6 +26,7 @@ from ig_refresh_dagster.stores.accounts import AccountStore
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.cache import ProfileCache
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
+from ig_refresh_dagster.stores.history import ProfileHistoryStore
 from ig_refresh_dagster.stores.insights import InsightsStore
 from ig_refresh_dagster.stores.mongo import open_client
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
@@ -64,6 +66,7 @@ class MongoResource(ConfigurableResource):
             client = open_client(_require(self.uri, "MONGODB_URI"))
             RefreshLogStore(client[self.database]).ensure_indexes()
             InsightsStore(client[self.database]).ensure_indexes()
+            ProfileHistoryStore(client[self.database]).ensure_indexes()
             self._client = client
         return self._client[self.database]
 
@@ -75,6 +78,9 @@ class MongoResource(ConfigurableResource):
 
     def insights(self) -> InsightsStore:
         return InsightsStore(self.db())
+
+    def history(self) -> ProfileHistoryStore:
+        return ProfileHistoryStore(self.db())
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._client is not None:
@@ -111,6 +117,7 @@ class KafkaResource(ConfigurableResource):
     bootstrap_servers: str | None = setting_field("KAFKA_BOOTSTRAP_SERVERS")
     topic: str = setting_field("INSTAGRAM_REFRESH_TOPIC")
     dlq_topic: str = setting_field("INSTAGRAM_REFRESH_DLQ_TOPIC")
+    start_from: str = setting_field("INSTAGRAM_REFRESH_START_FROM")
     group_id: str = GROUP_ID
     fetch_wait_max_ms: int | None = setting_field("KAFKA_FETCH_WAIT_MAX_MS")
     max_messages_per_tick: int = 500
@@ -124,11 +131,14 @@ class KafkaResource(ConfigurableResource):
         )
 
     def reader(self) -> TopicReader:
+        """Checks ``start_from`` on every tick, so a bad value fails loudly at once, not only
+        when a cursor is next lost."""
         return TopicReader(
             self.connection(),
             self.topic,
             self.group_id,
             fetch_wait_max_ms=self.fetch_wait_max_ms,
+            start_from=StartFrom.parse(self.start_from),
         )
 
     def dead_letters(self) -> DeadLetterPublisher:

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict
 from ig_refresh_dagster.stores.snapshot import to_plain
 
 COLLECTION = "Account"
+# What ``mark_gone`` writes; a later successful refresh proves the account is back.
+GONE_FIELDS = ("isGone", "goneAt")
 REFRESHED_FIELDS = ("instagramData", "followerCount", "name", "description", "imageUrl")
 # What the log's before/after and the cache merge carry.
 SNAPSHOT_FIELDS = (*REFRESHED_FIELDS, "lastDataRefresh", "updatedAt")
@@ -67,7 +69,8 @@ class AccountStore:
         self, account_id: str, fields: dict[str, Any], now: datetime
     ) -> AccountUpdate:
         """``$set`` the fields whose value differs; unknown values are simply absent from
-        ``fields``, so they can never overwrite a known one with null or 0."""
+        ``fields``, so they can never overwrite a known one with null or 0. The account was
+        just read from Instagram, so a "gone" mark from an earlier 404 is removed."""
         doc = self._coll.find_one({"_id": ObjectId(account_id)})
         if doc is None:
             raise AccountNotFound(f"Account {account_id} disappeared during the refresh")
@@ -83,11 +86,17 @@ class AccountStore:
             elif current != value:
                 updates[field] = value
         updates.update(lastDataRefresh=now, updatedAt=now)
-        result = self._coll.update_one({"_id": ObjectId(account_id)}, {"$set": updates})
+        data = doc.get("instagramData")
+        gone = [key for key in GONE_FIELDS if isinstance(data, dict) and key in data]
+        unset = {f"instagramData.{key}": "" for key in gone}
+        change: dict[str, Any] = {"$set": updates, **({"$unset": unset} if unset else {})}
+        result = self._coll.update_one({"_id": ObjectId(account_id)}, change)
         if result.matched_count == 0:
             raise AccountNotFound(f"Account {account_id} disappeared during the refresh")
         after = self._coll.find_one({"_id": ObjectId(account_id)})
-        changed = sorted({k.split(".")[0] for k in updates} - {"lastDataRefresh", "updatedAt"})
+        changed = sorted(
+            {k.split(".")[0] for k in (*updates, *unset)} - {"lastDataRefresh", "updatedAt"}
+        )
         return AccountUpdate(
             changed=changed,
             before=_snapshot(doc),

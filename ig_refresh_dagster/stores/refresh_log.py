@@ -6,10 +6,11 @@ entry instead of adding another one.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bson import ObjectId
+from pydantic import BaseModel, ConfigDict
 
 COLLECTION = "DataRefreshLog"
 PLATFORM = "INSTAGRAM"
@@ -25,12 +26,40 @@ def _identity(run_id: str, account_id: str, now: datetime) -> dict[str, Any]:
     }
 
 
+# A run that had to wait for Instagram ends DEFERRED with ``reason``, ``retryAt`` and
+# ``deferredSince`` (when its chain of deferrals began). The next run of the same account adopts
+# every open deferral of it: the deferred entries get ``retriedBy`` (that run's id), the new one
+# ``retryOf`` (their ids), so a refresh can be followed from entry to entry until it ends.
+DEFERRED = "DEFERRED"
+
+
+class DeferredRefresh(BaseModel):
+    """An open deferral: the run that deferred, its account, and when it may run again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    account_id: str
+    retry_at: datetime
+    reason: str
+
+
+def as_utc(value: datetime) -> datetime:
+    """pymongo (``tz_aware=True``) returns aware datetimes, litemongo naive UTC ones."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _not_retried_or_by(run_id: str) -> dict[str, Any]:
+    return {"$or": [{"retriedBy": {"$exists": False}}, {"retriedBy": run_id}]}
+
+
 class RefreshLogStore:
     def __init__(self, db: Any) -> None:
         self._coll = db[COLLECTION]
 
     def ensure_indexes(self) -> None:
         self._coll.create_index("runId", unique=True)
+        self._coll.create_index([("status", 1), ("retryAt", 1)])
 
     def start(self, run_id: str, account_id: str, now: datetime) -> None:
         self._coll.update_one(
@@ -40,6 +69,100 @@ class RefreshLogStore:
                 "$set": {"status": "IN_PROGRESS"},
             },
             upsert=True,
+        )
+
+    def defer(
+        self,
+        run_id: str,
+        account_id: str,
+        reason: str,
+        retry_at: datetime,
+        since: datetime,
+        now: datetime,
+        notes: list[str],
+    ) -> None:
+        """The run ends without refreshing; ``deferred_refresh_sensor`` runs it again after
+        ``retry_at``. ``since`` is when this chain of deferrals began."""
+        self._coll.update_one(
+            {"runId": run_id},
+            {
+                "$setOnInsert": _identity(run_id, account_id, now),
+                "$set": {
+                    "status": DEFERRED,
+                    "completedAt": now,
+                    "reason": reason,
+                    "retryAt": retry_at,
+                    "deferredSince": since,
+                    "notes": notes,
+                },
+                "$unset": {"error": ""},
+            },
+            upsert=True,
+        )
+
+    def deferred_since(self, run_id: str) -> datetime | None:
+        """When the chain of deferrals this run continues began (None: it continues none)."""
+        entry = self._coll.find_one({"runId": run_id}, {"deferredSince": 1})
+        since = (entry or {}).get("deferredSince")
+        return as_utc(since) if isinstance(since, datetime) else None
+
+    def adopt_deferrals(self, run_id: str, account_id: str) -> list[str]:
+        """Make this run the retry of every open deferral of its account (a retry requested by
+        the sensor, or simply the next refresh the account gets): links both ways and carries
+        the earliest ``deferredSince`` over. Returns the adopted run ids; idempotent."""
+        candidates = list(
+            self._coll.find(
+                {
+                    "accountId": ObjectId(account_id),
+                    "status": DEFERRED,
+                    "runId": {"$ne": run_id},
+                    **_not_retried_or_by(run_id),
+                },
+                {"runId": 1, "deferredSince": 1, "startedAt": 1},
+            )
+        )
+        adopted, since = [], []
+        for entry in candidates:
+            claimed = self._coll.update_one(
+                {"runId": entry["runId"], **_not_retried_or_by(run_id)},
+                {"$set": {"retriedBy": run_id}},
+            )
+            if claimed.matched_count:
+                adopted.append(entry["runId"])
+                began = entry.get("deferredSince") or entry.get("startedAt")
+                if isinstance(began, datetime):
+                    since.append(as_utc(began))
+        if adopted:
+            chain: dict[str, Any] = {"retryOf": adopted}
+            if since:
+                chain["deferredSince"] = min(since)
+            self._coll.update_one({"runId": run_id}, {"$set": chain})
+        return adopted
+
+    def due_deferrals(self, now: datetime, limit: int) -> list[DeferredRefresh]:
+        """Open deferrals whose ``retryAt`` has passed, longest-waiting first."""
+        entries = (
+            self._coll.find(
+                {"status": DEFERRED, "retryAt": {"$lte": now}, "retriedBy": {"$exists": False}}
+            )
+            .sort("retryAt", 1)
+            .limit(limit)
+        )
+        return [
+            DeferredRefresh(
+                run_id=e["runId"],
+                account_id=str(e["accountId"]),
+                retry_at=as_utc(e["retryAt"]),
+                reason=e.get("reason", ""),
+            )
+            for e in entries
+        ]
+
+    def mark_retried(self, deferred_run_id: str, run_id: str) -> None:
+        """Records a retry run that Dagster already has, so the deferral is no longer open."""
+        self._coll.update_one(
+            {"runId": deferred_run_id, "retriedBy": {"$exists": False}},
+            {"$set": {"retriedBy": run_id}},
         )
 
     def complete(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,11 @@ from pytest_httpserver import HTTPServer
 from ig_refresh_dagster.devstack.instagram_standin import response_from_spec
 from ig_refresh_dagster.instagram import GraphClient, InstagramProfile, ProfileScraper
 from ig_refresh_dagster.instagram.errors import InstagramError
+from ig_refresh_dagster.instagram.metrics import DEFAULT_GRAPH_MAJOR
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BUSINESS_ID = "17841400000000001"
-GRAPH_VERSION = "v21.0"
+GRAPH_VERSION = f"v{DEFAULT_GRAPH_MAJOR}.0"
 GRAPH_PATH = f"/{GRAPH_VERSION}/{BUSINESS_ID}"
 JSON_PATH = "/api/v1/users/web_profile_info/"
 TOKEN = "test-token-5f2a"
@@ -56,6 +58,15 @@ def serve_scrape(server: HTTPServer, case: dict[str, Any]) -> None:
         serve(server, JSON_PATH, case["json_response"], "scrape", f"username={username}")
     if case.get("html_response") is not None:
         serve(server, f"/{username}/", case["html_response"], "scrape")
+
+
+def wait_until_answered(server: HTTPServer, count: int = 1, timeout: float = 10.0) -> None:
+    """Wait (bounded) until the server has finished ``count`` requests. A handler still busy
+    after the client gave up would otherwise log its request into the next test."""
+    ends = time.monotonic() + timeout
+    while len(server.log) < count and time.monotonic() < ends:
+        time.sleep(0.02)
+    assert len(server.log) >= count, "the server did not finish the request in time"
 
 
 def requested_kinds(server: HTTPServer) -> list[str]:

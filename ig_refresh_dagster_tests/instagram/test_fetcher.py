@@ -4,6 +4,7 @@ error class, through the fetcher."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -38,6 +39,14 @@ from .helpers import (
 )
 
 SCRAPE_OK = load_case("scrape", "json_ok_full")  # @sam.outdoors via the JSON endpoint
+
+
+def scrape_ok_for(username: str) -> dict[str, Any]:
+    """SCRAPE_OK answering for ``username`` (a body naming another account is refused)."""
+    case = copy.deepcopy(SCRAPE_OK)
+    case["username"] = username
+    case["json_response"]["json"]["data"]["user"]["username"] = username
+    return case
 
 
 class Rig:
@@ -410,7 +419,7 @@ def test_every_graph_answer_ends_in_a_profile_or_a_taxonomy_error(
     failed Graph call always gets a scrape attempt."""
     rig = Rig(httpserver, redis_client)
     serve(httpserver, GRAPH_PATH, case["response"], "graph")
-    rig.scrape_answers({**SCRAPE_OK, "username": "acme.studio"})
+    rig.scrape_answers(scrape_ok_for("acme.studio"))
     outcome = rig.fetcher.fetch("acme.studio")
     if "error" in case["expect"]:
         assert outcome.profile.source == "scrape"

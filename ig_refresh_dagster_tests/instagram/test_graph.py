@@ -14,6 +14,7 @@ from ig_refresh_dagster.instagram import (
     GraphClient,
     InstagramError,
     InvalidUsername,
+    PermanentError,
     TransientError,
 )
 from ig_refresh_dagster.instagram.graph import token_fingerprint
@@ -27,6 +28,7 @@ from .helpers import (
     graph_client,
     load_case,
     serve,
+    wait_until_answered,
 )
 
 EXPECTED_FIELDS = (
@@ -116,6 +118,7 @@ def test_timeout_is_transient(httpserver: HTTPServer) -> None:
             graph_client(httpserver, timeout=0.2).fetch("acme.studio")
     finally:
         release.set()
+        wait_until_answered(httpserver)
     assert info.value.reason == "graph_timeout"
 
 
@@ -124,3 +127,38 @@ def test_token_fingerprint_is_stable_and_not_the_token() -> None:
     assert token_fingerprint(TOKEN) != token_fingerprint(TOKEN + "x")
     assert TOKEN not in token_fingerprint(TOKEN)
     assert len(token_fingerprint(TOKEN)) == 16
+
+
+def test_redirect_is_refused_and_names_the_host(httpserver: HTTPServer) -> None:
+    """Graph never redirects; following one could carry the request (and the answer meant for
+    our token) to another host."""
+    httpserver.expect_request(GRAPH_PATH).respond_with_data(
+        "", status=307, headers={"Location": "https://collector.example/v25.0/x?y=1"}
+    )
+    with pytest.raises(PermanentError) as info:
+        graph_client(httpserver).fetch("acme.studio")
+    assert info.value.reason == "graph_redirect"
+    assert "collector.example" in info.value.message
+    assert len(httpserver.log) == 1
+
+
+def test_hostile_urls_are_unknown(httpserver: HTTPServer) -> None:
+    case = load_case("graph", "ok_full")
+    found = case["response"]["json"]["business_discovery"]
+    found["website"] = "javascript:alert(1)"
+    found["profile_picture_url"] = "//scontent.example/relative.jpg"
+    found["media"]["data"][0]["permalink"] = "data:text/html,<script>alert(1)</script>"
+    found["media"]["data"][1]["permalink"] = "https://www.instagram.com/p/ A2/"
+    serve(httpserver, GRAPH_PATH, case["response"], "graph")
+    profile = graph_client(httpserver).fetch("acme.studio").profile
+    assert profile.website is None
+    assert profile.profile_picture_url is None
+    assert [m.permalink for m in profile.recent_media] == [
+        None,
+        None,
+        "https://www.instagram.com/p/A3/",
+    ]
+    fields = profile.to_account_fields()
+    assert "imageUrl" not in fields
+    assert "externalUrl" not in fields["instagramData"]
+    assert "permalink" not in fields["instagramData"]["recentMedia"][0]

@@ -24,15 +24,19 @@ from ig_refresh_dagster.instagram import (
     GraphRateLimited,
     InstagramError,
     PermanentError,
+    RecentMedia,
     TransientError,
 )
 from ig_refresh_dagster.instagram.insights import (
-    ACCOUNT_SERIES_METRICS,
-    ACCOUNT_TOTAL_METRICS,
-    MEDIA_METRICS,
     AccountInsights,
     InsightsClient,
     MediaInsights,
+)
+from ig_refresh_dagster.instagram.metrics import (
+    DEFAULT_GRAPH_MAJOR,
+    account_series_metrics,
+    account_total_metrics,
+    media_metrics,
 )
 from ig_refresh_dagster.instagram.transport import GraphTransport
 from ig_refresh_dagster.stores.insights import InsightsStore, OwnerAuth, owner_auth
@@ -41,6 +45,13 @@ from .helpers import FIXTURES, GRAPH_VERSION, load_case
 
 USER_ID = "17841401111111111"
 MEDIA = ["17900000000000001", "17900000000000002"]
+# What Business Discovery reports of them: a feed image and a reel.
+RECENT = [
+    RecentMedia(id=MEDIA[0], media_type="IMAGE", media_product_type="FEED"),
+    RecentMedia(id=MEDIA[1], media_type="VIDEO", media_product_type="REELS"),
+]
+ACCOUNT_SERIES_METRICS = account_series_metrics(DEFAULT_GRAPH_MAJOR)
+ACCOUNT_TOTAL_METRICS = account_total_metrics(DEFAULT_GRAPH_MAJOR)
 DAY = date(2026, 11, 27)
 SINCE, UNTIL = "1795737600", "1795824000"  # 2026-11-27T00:00Z, 2026-11-28T00:00Z
 OWNER_TOKEN = "owner-token-3b7d"
@@ -51,10 +62,13 @@ ACCOUNT_ID = "665f1c2e9b1e8a0012345678"
 EXPECTED_ACCOUNT = {
     "reach": 1830,
     "follower_count": 37,
-    "profile_views": 212,
     "accounts_engaged": 640,
     "total_interactions": 1175,
-    "website_clicks": 31,
+    "likes": 902,
+    "comments": 41,
+    "shares": 118,
+    "saves": 114,
+    "profile_links_taps": 31,
     "views": 9120,
 }
 EXPECTED_MEDIA = [
@@ -67,6 +81,9 @@ EXPECTED_MEDIA = [
             "saved": 240,
             "shares": 95,
             "total_interactions": 2219,
+            "views": 21400,
+            "follows": 12,
+            "profile_visits": 160,
         },
     },
     {
@@ -78,6 +95,9 @@ EXPECTED_MEDIA = [
             "saved": 510,
             "shares": 388.0,
             "total_interactions": 3428,
+            "views": 61870,
+            "ig_reels_avg_watch_time": 7340,
+            "ig_reels_video_view_total_time": 454125800,
         },
     },
 ]
@@ -141,8 +161,10 @@ def serve_error(server: HTTPServer, path: str, fixture: str) -> None:
     )
 
 
-def client(server: HTTPServer, timeout: float = 5.0) -> InsightsClient:
-    return InsightsClient(GraphTransport(server.url_for(f"/{GRAPH_VERSION}"), timeout=timeout))
+def client(
+    server: HTTPServer, timeout: float = 5.0, version: str = GRAPH_VERSION
+) -> InsightsClient:
+    return InsightsClient(GraphTransport(server.url_for(f"/{version}"), timeout=timeout))
 
 
 def queries(server: HTTPServer, path: str) -> list[dict[str, list[str]]]:
@@ -155,7 +177,7 @@ def queries(server: HTTPServer, path: str) -> list[dict[str, list[str]]]:
 def test_fetch_reads_series_and_total_value_shapes(httpserver: HTTPServer) -> None:
     serve_account(httpserver)
     serve_media(httpserver)
-    insights = client(httpserver).fetch(USER_ID, OWNER_TOKEN, MEDIA, DAY)
+    insights = client(httpserver).fetch(USER_ID, OWNER_TOKEN, RECENT, DAY)
     assert insights.user_id == USER_ID
     assert insights.day == DAY
     # the series point for the 27th is the one Graph stamps with the end of that day
@@ -169,14 +191,15 @@ def test_fetch_reads_series_and_total_value_shapes(httpserver: HTTPServer) -> No
 def test_request_shape(httpserver: HTTPServer) -> None:
     serve_account(httpserver)
     serve_media(httpserver)
-    client(httpserver).fetch(USER_ID, OWNER_TOKEN, MEDIA, DAY)
+    client(httpserver).fetch(USER_ID, OWNER_TOKEN, RECENT, DAY)
     window = {"period": ["day"], "since": [SINCE], "until": [UNTIL]}
     assert queries(httpserver, ACCOUNT_PATH) == [
         {"metric": [",".join(ACCOUNT_SERIES_METRICS)], **window},
         {"metric": [",".join(ACCOUNT_TOTAL_METRICS)], **window, "metric_type": ["total_value"]},
     ]
-    for media_id in MEDIA:
-        assert queries(httpserver, media_path(media_id)) == [{"metric": [",".join(MEDIA_METRICS)]}]
+    for media in RECENT:
+        wanted = media_metrics(DEFAULT_GRAPH_MAJOR, media.media_type, media.media_product_type)
+        assert queries(httpserver, media_path(media.id)) == [{"metric": [",".join(wanted)]}]
     for request, _ in httpserver.log:
         assert request.headers["Authorization"] == f"Bearer {OWNER_TOKEN}"
         assert OWNER_TOKEN not in request.url
@@ -188,6 +211,78 @@ def test_no_media_means_account_requests_only(httpserver: HTTPServer) -> None:
     insights = client(httpserver).fetch(USER_ID, OWNER_TOKEN, [], DAY)
     assert insights.media == []
     assert len(httpserver.log) == 2
+
+
+def test_an_older_graph_version_is_never_asked_for_views(httpserver: HTTPServer) -> None:
+    """v21.0 predates `views`: asking would cost a refused call for the account and for every
+    media."""
+    account = f"/v21.0/{USER_ID}/insights"
+    views_refused = {"views": "err_metric_named"}
+    series = graph_like("account_series", views_refused)
+    totals = graph_like("account_total_value", views_refused)
+    httpserver.expect_request(account).respond_with_handler(
+        lambda r: totals(r) if r.args.get("metric_type") == "total_value" else series(r)
+    )
+    for media_id, body in zip(MEDIA, ("media_values", "media_total_value"), strict=True):
+        httpserver.expect_request(f"/v21.0/{media_id}/insights").respond_with_handler(
+            graph_like(body, {"views": "err_media_views_product_type"})
+        )
+    insights = client(httpserver, version="v21.0").fetch(USER_ID, OWNER_TOKEN, RECENT, DAY)
+    assert insights.unsupported == []
+    assert "views" not in insights.metrics and insights.metrics["reach"] == 1830
+    assert insights.media[1].metrics["ig_reels_avg_watch_time"] == 7340
+    asked = [m for r, _ in httpserver.log for m in requested(r)]
+    assert "views" not in asked
+    assert len(httpserver.log) == 4
+
+
+def test_each_media_is_asked_what_its_product_type_offers(httpserver: HTTPServer) -> None:
+    """An album is not asked for `views`, a reel is asked for its watch time, and a media of
+    unknown type only for what every type offers."""
+    album = RecentMedia(
+        id="17900000000000003", media_type="CAROUSEL_ALBUM", media_product_type="FEED"
+    )
+    unknown = "17900000000000004"
+    serve_account(httpserver)
+    serve_media(httpserver)
+    for media_id in (album.id, unknown):
+        httpserver.expect_request(media_path(media_id)).respond_with_handler(
+            graph_like("media_values", {"views": "err_media_views_product_type"})
+        )
+    insights = client(httpserver).fetch(USER_ID, OWNER_TOKEN, [*RECENT, album, unknown], DAY)
+    assert insights.unsupported == []
+    assert [m.model_dump() for m in insights.media[:2]] == EXPECTED_MEDIA
+    assert queries(httpserver, media_path(album.id)) == [
+        {"metric": ["reach,likes,comments,saved,shares,total_interactions,follows,profile_visits"]}
+    ]
+    assert queries(httpserver, media_path(unknown)) == [
+        {"metric": ["reach,shares,total_interactions"]}
+    ]
+    assert insights.media[3].metrics == {"reach": 15200, "shares": 95, "total_interactions": 2219}
+
+
+def test_media_metric_refused_once_is_not_asked_again_of_that_kind(httpserver: HTTPServer) -> None:
+    """Graph refuses `views` for this account's feed images: the first image costs one refused
+    call, the next feed image is asked without it, a reel still with it."""
+    images = [
+        RecentMedia(id=media_id, media_type="IMAGE", media_product_type="FEED")
+        for media_id in ("17900000000000005", "17900000000000006")
+    ]
+    serve_account(httpserver)
+    for image in images:
+        httpserver.expect_request(media_path(image.id)).respond_with_handler(
+            graph_like("media_values", {"views": "err_media_views_product_type"})
+        )
+    httpserver.expect_request(media_path(MEDIA[1])).respond_with_handler(
+        graph_like("media_total_value")
+    )
+    insights = client(httpserver).fetch(USER_ID, OWNER_TOKEN, [*images, RECENT[1]], DAY)
+    assert insights.unsupported == ["media:views"]
+    first, second = (queries(httpserver, media_path(image.id)) for image in images)
+    assert ["views" in q["metric"][0].split(",") for q in first] == [True, False]
+    assert ["views" in q["metric"][0].split(",") for q in second] == [False]
+    assert insights.media[0].metrics == insights.media[1].metrics
+    assert insights.media[2].metrics["views"] == 61870
 
 
 def test_empty_data_is_no_metrics_not_zero(httpserver: HTTPServer) -> None:
@@ -204,7 +299,7 @@ def test_unsupported_account_metric_is_dropped_and_reported(
 ) -> None:
     serve_account(httpserver, rejects={"views": error})
     serve_media(httpserver)
-    insights = client(httpserver).fetch(USER_ID, OWNER_TOKEN, MEDIA, DAY)
+    insights = client(httpserver).fetch(USER_ID, OWNER_TOKEN, RECENT, DAY)
     assert insights.unsupported == ["views"]
     assert insights.metrics == {k: v for k, v in EXPECTED_ACCOUNT.items() if k != "views"}
     assert [m.model_dump() for m in insights.media] == EXPECTED_MEDIA
@@ -233,7 +328,7 @@ def test_unsupported_media_metric_is_reported_with_prefix(httpserver: HTTPServer
     httpserver.expect_request(media_path(MEDIA[1])).respond_with_handler(
         graph_like("media_total_value")
     )
-    insights = client(httpserver).fetch(USER_ID, OWNER_TOKEN, MEDIA, DAY)
+    insights = client(httpserver).fetch(USER_ID, OWNER_TOKEN, RECENT, DAY)
     assert insights.unsupported == ["media:shares"]
     assert "shares" not in insights.media[0].metrics
     assert insights.media[0].metrics["reach"] == 15200
@@ -255,7 +350,7 @@ def test_media_without_insights_gets_empty_metrics(httpserver: HTTPServer) -> No
     httpserver.expect_request(media_path(MEDIA[1])).respond_with_handler(
         graph_like("media_total_value")
     )
-    insights = client(httpserver).fetch(USER_ID, OWNER_TOKEN, MEDIA, DAY)
+    insights = client(httpserver).fetch(USER_ID, OWNER_TOKEN, RECENT, DAY)
     assert insights.media[0] == MediaInsights(media_id=MEDIA[0], metrics={})
     assert insights.media[1].model_dump() == EXPECTED_MEDIA[1]
     assert insights.unsupported == []
@@ -342,8 +437,12 @@ def _echo_in_paging(request: Request) -> Response:
 
 def _echo_in_rejection(request: Request) -> Response:
     if "views" in requested(request):
+        index = requested(request).index("views")
         body = {
-            "error": {"message": f"(#100) metric[4] invalid for {_bearer(request)}", "code": 100}
+            "error": {
+                "message": f"(#100) metric[{index}] invalid for {_bearer(request)}",
+                "code": 100,
+            }
         }
         return Response(json.dumps(body), status=400, mimetype="application/json")
     return _echo_in_paging(request)

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
+
 from ig_refresh_dagster.instagram import InstagramProfile, RecentMedia
+from ig_refresh_dagster.instagram.models import MAX_URL_LENGTH
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -89,12 +92,11 @@ def test_account_fields_full() -> None:
     }
 
 
-def test_account_fields_omit_unknowns() -> None:
+def test_account_fields_omit_unknowns_and_never_use_the_username_as_name() -> None:
+    """An unknown display name is unknown: the username is not written in its place."""
     fields = _profile(source="scrape", method="profile_html").to_account_fields()
     assert fields == {
-        "name": "acme.studio",
         "instagramData": {
-            "name": "acme.studio",
             "username": "acme.studio",
             "source": "scrape",
             "method": "profile_html",
@@ -108,3 +110,58 @@ def test_zero_is_kept_when_known() -> None:
     fields = _profile(followers_count=0, media_count=0).to_account_fields()
     assert fields["followerCount"] == 0
     assert fields["instagramData"]["mediaCount"] == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://scontent.example/p.jpg",
+        "http://acme.example",
+        "HTTPS://Acme.Example/path?q=1#frag",
+        "https://bücher.example/",
+        "https://" + "a" * (MAX_URL_LENGTH - len("https://")),
+    ],
+)
+def test_web_urls_are_kept(url: str) -> None:
+    profile = _profile(profile_picture_url=url, website=url)
+    assert (profile.profile_picture_url, profile.website) == (url, url)
+    assert RecentMedia(id="1", permalink=url).permalink == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "JavaScript:alert(1)",
+        "data:image/png;base64,iVBORw0KGgo=",
+        "vbscript:msgbox(1)",
+        "file:///etc/passwd",
+        "ftp://acme.example/",
+        "//acme.example/p.jpg",
+        "/p.jpg",
+        "acme.example",
+        "https://",
+        "https:///p.jpg",
+        "https://acme.example/a b",
+        "https://acme.example/\x00",
+        "https://acme.example/\u202e",
+        "https://[::1",
+        "https://" + "a" * MAX_URL_LENGTH,
+        "",
+        42,
+        ["https://acme.example"],
+    ],
+)
+def test_other_urls_are_unknown_and_never_written(url: object) -> None:
+    profile = _profile(profile_picture_url=url, website=url)
+    assert profile.profile_picture_url is None and profile.website is None
+    assert RecentMedia(id="1", permalink=url).permalink is None
+    fields = _profile(
+        profile_picture_url=url,
+        website=url,
+        recent_media=[RecentMedia(id="1", permalink=url, like_count=1)],
+    ).to_account_fields()
+    assert "imageUrl" not in fields
+    data = fields["instagramData"]
+    assert "profileImage" not in data and "externalUrl" not in data
+    assert data["recentMedia"] == [{"id": "1", "likeCount": 1}]

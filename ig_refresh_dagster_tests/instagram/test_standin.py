@@ -27,6 +27,7 @@ from ig_refresh_dagster.instagram import (
     ScrapeBlocked,
 )
 from ig_refresh_dagster.instagram.insights import InsightsClient
+from ig_refresh_dagster.instagram.metrics import DEFAULT_GRAPH_MAJOR
 from ig_refresh_dagster.instagram.scrape import IG_APP_ID
 from ig_refresh_dagster.instagram.transport import GraphTransport
 from ig_refresh_dagster.stores.budget import HourlyBudget
@@ -109,25 +110,31 @@ def test_media_limit_is_applied(standin: InstagramStandin) -> None:
 
 
 def test_owner_insights_endpoints(standin: InstagramStandin) -> None:
+    """The demo's insights answer as the default Graph version does: every metric the client
+    asks of an image, a reel and an album is offered, so nothing is unsupported."""
     (acme,) = [a for a in ACCOUNTS if "auth" in a]
     assert acme["username"] == "acme.studio"
     user_id, token = acme["auth"]["userId"], acme["auth"]["accessToken"]
+    media = GraphClient(standin.graph_url, BUSINESS_ID, "demo-token").fetch("acme.studio")
     client = InsightsClient(GraphTransport(standin.graph_url))
-    insights = client.fetch(
-        user_id, token, ["17900000000000100", "17900000000000101"], date(2026, 11, 27)
-    )
+    insights = client.fetch(user_id, token, media.profile.recent_media, date(2026, 11, 27))
     assert insights.metrics == {
         "reach": 1830,
         "follower_count": 37,
-        "profile_views": 212,
         "accounts_engaged": 640,
         "total_interactions": 1175,
-        "website_clicks": 31,
+        "likes": 902,
+        "comments": 41,
+        "shares": 118,
+        "saves": 114,
+        "profile_links_taps": 31,
+        "views": 9120,
     }
-    # the stand-in's Graph version does not offer "views"
-    assert insights.unsupported == ["views"]
-    assert [m.media_id for m in insights.media] == ["17900000000000100", "17900000000000101"]
-    assert insights.media[1].metrics["shares"] == 388
+    assert insights.unsupported == []
+    image, reel, album = insights.media
+    assert image.metrics["views"] == 21400 and image.metrics["profile_visits"] == 160
+    assert reel.metrics["ig_reels_avg_watch_time"] == 7340 and reel.metrics["shares"] == 388
+    assert "views" not in album.metrics and album.metrics["reach"] == 9800
     assert ("insights", user_id) in standin.requests
     # our Business Discovery token is not the owner's
     with pytest.raises(GraphAuthError):
@@ -180,7 +187,7 @@ def test_runs_as_a_process_and_stops_on_sigterm() -> None:
     try:
         assert proc.stdout is not None
         urls = json.loads(proc.stdout.readline())
-        assert urls["graph_url"].endswith("/v21.0")
+        assert urls["graph_url"].endswith(f"/v{DEFAULT_GRAPH_MAJOR}.0")
         profile = GraphClient(urls["graph_url"], BUSINESS_ID, "proc-token").fetch("acme.studio")
         assert profile.profile.name == "Acme Studio"
         page = requests.get(f"{urls['web_url']}/lena.fotografie/", timeout=5)

@@ -17,7 +17,7 @@ from ig_refresh_dagster.instagram import GraphClient, InstagramError, ProfileFet
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 
-from .helpers import BUSINESS_ID, GRAPH_PATH, GRAPH_VERSION, scraper
+from .helpers import BUSINESS_ID, GRAPH_PATH, GRAPH_VERSION, scraper, wait_until_answered
 
 SECRET = "EAAGleakCHECK0123456789abcdefSECRET"
 
@@ -160,6 +160,7 @@ def test_token_never_leaks_on_timeouts(
             graph.fetch("acme.studio")
     finally:
         release.set()
+        wait_until_answered(httpserver)
     _check_everything(info.value, [], caplog, redis_client, httpserver)
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from ig_refresh_dagster.instagram import ApiUsage, parse_usage
+from ig_refresh_dagster.instagram.usage import MAX_REGAIN_SECONDS
 
 
 def _buc(*entries: dict) -> str:
@@ -69,3 +70,13 @@ def _buc(*entries: dict) -> str:
 )
 def test_parse_usage(headers: dict[str, str], expected: ApiUsage | None) -> None:
     assert parse_usage(headers) == expected
+
+
+@pytest.mark.parametrize("minutes", [60 * 24 * 365 * 1000, "1e300", 1e308])
+def test_regain_estimate_is_capped_at_a_day(minutes: object) -> None:
+    """An absurd estimate cannot pause Graph for years."""
+    usage = parse_usage(
+        {"X-Business-Use-Case-Usage": _buc({"estimated_time_to_regain_access": minutes})}
+    )
+    assert usage == ApiUsage(regain_after_seconds=MAX_REGAIN_SECONDS)
+    assert MAX_REGAIN_SECONDS == 24 * 3600
