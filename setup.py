@@ -42,6 +42,7 @@ setup(
             "atheris==3.0.0",
             "ruff==0.17.6",
             "import-linter==2.17",
+            "jsonschema==4.26.0",
             "playwright==1.65.2",
         ],
     },

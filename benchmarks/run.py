@@ -4,6 +4,8 @@
    messages (what the tick adds: parsing, planning, partition bookkeeping, cursor).
 2. One refresh end to end through the real daemon (publish → run SUCCESS) vs. the same refresh
    with ``execute_in_process`` (what queueing, launching and the run process add).
+3. Event-log rows and bytes one daemon-launched refresh run writes (DEBUG included), with the
+   repository's dagster.yaml; a count, not a time (README, "Bounded storage").
 
 Run with ``make bench``. Nothing here is asserted; the numbers go into issue notes.
 """
@@ -22,6 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, build_sensor_context
 
 from ig_refresh_dagster.devstack.demo import WORKSPACE
+from ig_refresh_dagster.devstack.event_log import EventLogFootprint, run_footprint
 from ig_refresh_dagster.devstack.seed import (
     DemoEvent,
     demo_accounts,
@@ -97,7 +100,7 @@ def bench_sensor(bootstrap: str, home: Path) -> tuple[float, float]:
     return baseline, tick
 
 
-def bench_refresh(stack, account_id: str) -> tuple[float, float, float, float]:
+def bench_refresh(stack, account_id: str) -> tuple[float, float, float, float, EventLogFootprint]:
     from ig_refresh_dagster.definitions import defs
 
     job = defs.resolve_job_def("instagram_refresh_job")
@@ -130,6 +133,7 @@ def bench_refresh(stack, account_id: str) -> tuple[float, float, float, float]:
                 in_run.append(stats.end_time - stats.start_time)
                 record = instance.get_run_record_by_id(new[0].run_id)
                 to_request.append(record.create_timestamp.timestamp() - published_wall)
+                footprint = run_footprint(instance, new[0].run_id)
                 break
             if new and new[0].status == DagsterRunStatus.FAILURE:
                 raise RuntimeError(f"benchmark run failed: {new[0].run_id}")
@@ -143,6 +147,7 @@ def bench_refresh(stack, account_id: str) -> tuple[float, float, float, float]:
         statistics.median(end_to_end),
         statistics.median(in_run),
         statistics.median(to_request),
+        footprint,
     )
 
 
@@ -167,7 +172,7 @@ def main() -> None:
             },
         )
         baseline, tick = bench_sensor(stack.env["KAFKA_BOOTSTRAP_SERVERS"], stack.dagster_home)
-        in_process, e2e, in_run, to_request = bench_refresh(stack, account.account_id)
+        in_process, e2e, in_run, to_request, footprint = bench_refresh(stack, account.account_id)
     rows = [
         ("bare confluent-kafka read of 1,000 messages (baseline)", baseline, baseline),
         ("sensor tick on a 1,000-event backlog", tick, baseline),
@@ -179,6 +184,11 @@ def main() -> None:
     print(f"{'measure':54} {'seconds':>8} {'x baseline':>11}")
     for label, seconds, base in rows:
         print(f"{label:54} {seconds:8.3f} {seconds / base:11.1f}")
+    kinds = ", ".join(f"{kind} {n}" for kind, n in footprint.by_kind.items())
+    print(
+        f"\nevent log of one refresh run (daemon): {footprint.rows} rows, "
+        f"{footprint.bytes / 1024:.1f} KiB of events\n  {kinds}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for runs")
     sub.add_parser("health", help="health sidecar (/health, /ready)", add_help=False)
     _dlq_parser(sub.add_parser("dlq", help="summarise or replay the dead-letter topic"))
+    retention = sub.add_parser(
+        "retention", help="delete old finished Dagster runs; archive gone accounts' partitions"
+    )
+    retention.add_argument("--older-than-days", type=int, help="default: $RUN_RETENTION_DAYS or 30")
+    retention.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    retention.add_argument("--max-runs", type=int, default=100_000, help="runs per pass")
     args, rest = parser.parse_known_args(argv)
     if args.command == "health":
         from ig_refresh_dagster.health.server import main as health_main
@@ -32,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "dlq":
         return _dlq(args, parser)
+    if args.command == "retention":
+        from ig_refresh_dagster.refresh.retention import retention_command
+
+        return retention_command(args.older_than_days, args.dry_run, args.max_runs)
     try:
         from ig_refresh_dagster.devstack.demo import run_demo, run_dev
         from ig_refresh_dagster.devstack.stack import data_dir

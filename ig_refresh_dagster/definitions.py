@@ -16,6 +16,10 @@ from ig_refresh_dagster.refresh.resources import (
     MongoResource,
     RedisResource,
 )
+from ig_refresh_dagster.refresh.retention import (
+    storage_retention_job,
+    storage_retention_schedule,
+)
 from ig_refresh_dagster.refresh.run_status import refresh_log_reconciler
 
 
@@ -58,7 +62,8 @@ def build_resources() -> dict[str, object]:
 
 defs = Definitions(
     assets=[instagram_profile],
-    jobs=[instagram_refresh_job],
+    jobs=[instagram_refresh_job, storage_retention_job],
+    schedules=[storage_retention_schedule],
     sensors=[
         instagram_refresh_sensor,
         deferred_refresh_sensor,

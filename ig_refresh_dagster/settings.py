@@ -40,6 +40,7 @@ SETTINGS: dict[str, Setting] = {
         Setting(name="INSTAGRAM_SCRAPE_HOURLY_BUDGET", default=60),
         Setting(name="HOST", default="127.0.0.1"),
         Setting(name="PORT", default=3053),
+        Setting(name="RUN_RETENTION_DAYS", default=30),
     ]
 }
 

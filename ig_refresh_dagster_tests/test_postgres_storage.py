@@ -1,14 +1,13 @@
 """`deploy/dagster-postgres.yaml` against a real PostgreSQL: the production instance config loads,
 migrates, and carries a sensor tick's partitions and a refresh run.
 
-PostgreSQL is not embedded: this machine kind happens to run one on 127.0.0.1:5432, and the test
-is skipped (saying why) where none answers. It creates and drops its own database.
+PostgreSQL is not embedded (see postgres_helpers): skipped, saying why, where none answers. The
+test creates and drops its own database.
 """
 
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from dagster import DagsterInstance
 
 from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 from ig_refresh_dagster.partitions import instagram_accounts
+from ig_refresh_dagster_tests.postgres_helpers import fresh_database, instance_env
 from ig_refresh_dagster_tests.refresh_helpers import (
     BUSINESS_ID,
     graph_body,
@@ -25,27 +25,11 @@ from ig_refresh_dagster_tests.refresh_helpers import (
     seed_account,
 )
 
-psycopg2 = pytest.importorskip("psycopg2")
-
 
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
-    try:
-        admin = psycopg2.connect(
-            host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3
-        )
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({exc})")
-    admin.autocommit = True
-    name = f"igrefresh_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with fresh_database() as name:
         yield name
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture
@@ -53,13 +37,7 @@ def postgres_instance(
     tmp_path: Path, postgres_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[DagsterInstance]:
     shutil.copy(PROJECT_ROOT / "deploy" / "dagster-postgres.yaml", tmp_path / "dagster.yaml")
-    for key, value in {
-        "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_PORT": "5432",
-        "DAGSTER_PG_DB": postgres_database,
-        "DAGSTER_PG_USER": "postgres",
-        "DAGSTER_PG_PASSWORD": "",
-    }.items():
+    for key, value in instance_env(postgres_database).items():
         monkeypatch.setenv(key, value)
     instance = DagsterInstance.from_config(str(tmp_path))
     yield instance
