@@ -89,6 +89,10 @@ def prepare(stack: EmbeddedStack) -> list[DemoAccount]:
 
 
 def _start_dagster(stack: EmbeddedStack, webserver: bool) -> None:
+    # Create the SQLite storage once, here, before any Dagster process starts: the daemon, the
+    # webserver and the demo's own reader opening a fresh home at the same moment race to create
+    # the same tables ("table alembic_version already exists").
+    DagsterInstance.from_config(str(stack.dagster_home)).dispose()
     stack.launch("dagster-daemon", [venv_bin("dagster-daemon"), "run", "-w", WORKSPACE])
     if webserver:
         argv = [venv_bin("dagster-webserver"), "-w", WORKSPACE, "-h", "127.0.0.1", "-p", "3000"]

@@ -98,5 +98,18 @@ def instagram_refresh_sensor(
         dynamic_partitions_requests=(
             [instagram_accounts.build_add_request(accounts)] if accounts else []
         ),
-        skip_reason=None if polled.messages else f"no new messages on {kafka.topic}",
+        skip_reason=_skip_reason(plan, len(polled.messages), kafka.topic),
+    )
+
+
+def _skip_reason(plan: TickPlan, read: int, topic: str) -> str | None:
+    """Why a tick requested no run; a tick that only dead-lettered must not look idle."""
+    if plan.runs:
+        return None
+    if not read:
+        return f"no new messages on {topic}"
+    reasons = sorted({rejection.reason.value for _, rejection in plan.dead_letters})
+    return (
+        f"read {read} message(s), requested no run: {len(plan.dead_letters)} dead-lettered"
+        f" ({', '.join(reasons)})"
     )
