@@ -40,6 +40,8 @@ setup(
             "hypothesis==6.170.17",
             "ruff==0.17.6",
             "import-linter==2.17",
+            # test CA and broker certificates for the TLS front door (kafka_front_door.py)
+            "cryptography==50.0.2",
         ],
     },
     entry_points={"console_scripts": ["ig-refresh=ig_refresh_dagster.cli:main"]},
