@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import logging
 import os
@@ -25,10 +26,11 @@ from ig_refresh_dagster.health.checks import run_checks
 from ig_refresh_dagster.health.config import HealthConfig
 from ig_refresh_dagster.health.daemon import DagsterInstanceView, SensorHistory, SensorTick
 from ig_refresh_dagster.health.dagster_checks import DaemonCheck, SensorCheck, judge_sensor
-from ig_refresh_dagster.health.redact import redact_uri
-from ig_refresh_dagster.health.server import HealthServer
+from ig_refresh_dagster.health.redact import RedactingFormatter, redact_uri
+from ig_refresh_dagster.health.server import LOG_FORMAT, HealthServer
 from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.intake.connection import KafkaConnection
+from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.kafka_front_door import KafkaFrontDoor
@@ -401,6 +403,28 @@ def test_ready_and_the_log_hide_query_string_credentials(
     assert "password=***" in body["checks"]["redis"]["detail"]
 
 
+def test_every_sidecar_log_line_is_redacted_whoever_logs_it() -> None:
+    """The formatter ``ig-refresh health`` installs: arguments and tracebacks included."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT, secrets=[TOKEN]))
+    logger = logging.getLogger("test.redaction")
+    logger.addHandler(handler)
+    try:
+        logger.warning("cannot reach %s", "mongodb://app:pw1@db/x?authMechanismProperties=AWS:k2")
+        try:
+            raise ConnectionError(f"redis://cache:6379/0?password=pw3 refused token {TOKEN}")
+        except ConnectionError:
+            logger.exception("probe failed")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "mongodb://***@db/x?authMechanismProperties=***" in text
+    assert "ConnectionError: redis://cache:6379/0?password=*** refused token ***" in text
+    for secret in ("pw1", "k2", "pw3", TOKEN):
+        assert secret not in text
+
+
 # --- single flight, cache, kept clients ---------------------------------------------------------
 
 
@@ -637,6 +661,11 @@ def test_config_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
     assert TOKEN not in repr(cfg)
     monkeypatch.delenv("PORT")
     assert HealthConfig.from_env().port == 3053
+
+
+def test_the_sidecar_watches_the_sensor_the_code_location_defines() -> None:
+    """``health`` cannot import ``refresh`` (sibling layers), so the name is checked here."""
+    assert HealthConfig().sensor_name == instagram_refresh_sensor.name
 
 
 def reachable(host: str, port: int) -> bool:

@@ -173,6 +173,7 @@ def test_a_wrong_password_fails_loudly_and_is_never_shown(
     )
     kafka = json.loads(raw)["checks"]["kafka"]
     assert (status, kafka["ok"]) == (503, False)
+    assert "SASL authentication error: Authentication failed: bad credentials" in kafka["detail"]
     # The wrong password did reach the listener (so the setting was passed), and was refused.
     presented = [c for c in managed_kafka.connections if c.password is not None]
     assert presented and {c.password for c in presented} == {WRONG}

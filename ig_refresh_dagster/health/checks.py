@@ -81,30 +81,42 @@ class KafkaCheck:
     ) -> None:
         from confluent_kafka.admin import AdminClient
 
-        self.connection, self.topic, self.dlq_topic, self.timeout = (
-            connection,
-            topic,
-            dlq_topic,
-            timeout,
-        )
+        self.connection, self.timeout = connection, timeout
+        self.topic, self.dlq_topic = topic, dlq_topic
+        self._client_error: str | None = None
         config = connection.client_config(
             **{
                 "client.id": HEALTH_CLIENT_NAME,
                 "socket.timeout.ms": max(1000, int(timeout * 1000)),
-                # librdkafka would print every refused connection to stderr; route it to logging.
+                # The reason a request failed (a refused login, a TLS error) reaches only the
+                # error callback; the answer carries it. Log lines would repeat it on every
+                # reconnect, so only critical ones go to logging (never to stderr).
+                "error_cb": self._on_client_error,
+                "log_level": 2,
                 "logger": logging.getLogger("ig_refresh_dagster.health.kafka"),
             }
         )
         self.admin = KeptClient("kafka", lambda: AdminClient(config), lambda _admin: None)
 
+    def _on_client_error(self, error: Any) -> None:
+        self._client_error = error.str()
+
+    def _metadata(self, admin: Any) -> Any:
+        try:
+            return admin.list_topics(timeout=self.timeout)
+        finally:
+            admin.poll(0)  # serves the error callback
+
     def __call__(self) -> tuple[bool, str]:
         from confluent_kafka import KafkaException
 
         where = self.connection.describe()
+        self._client_error = None
         try:
-            metadata = self.admin.use(lambda a: a.list_topics(timeout=self.timeout), self.timeout)
+            metadata = self.admin.use(self._metadata, self.timeout)
         except KafkaException as exc:
-            return False, f"{where} unreachable: {exc.args[0].str()}"
+            reason = f" ({self._client_error})" if self._client_error else ""
+            return False, f"{where} unreachable: {exc.args[0].str()}{reason}"
         refresh_ok, refresh = _topic_state(metadata, self.topic, "topic")
         dlq_ok, dlq = _topic_state(metadata, self.dlq_topic, "dead-letter topic")
         detail = f"{len(metadata.brokers)} broker(s) at {where}; {refresh}; {dlq}"
