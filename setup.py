@@ -44,6 +44,8 @@ setup(
             "import-linter==2.17",
             "jsonschema==4.26.0",
             "playwright==1.65.2",
+            # test CA and broker certificates for the TLS front door (kafka_front_door.py)
+            "cryptography==50.0.2",
         ],
     },
     entry_points={"console_scripts": ["ig-refresh=ig_refresh_dagster.cli:main"]},

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dagster import Definitions, EnvVar
 
 from ig_refresh_dagster import settings
+from ig_refresh_dagster.intake.connection import CONNECTION_SETTINGS
 from ig_refresh_dagster.refresh.dead_runs import refresh_dead_run_reaper
 from ig_refresh_dagster.refresh.deferral_sensor import deferred_refresh_sensor
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
@@ -42,7 +43,7 @@ def build_resources() -> dict[str, object]:
         "mongo": MongoResource(uri=env("MONGODB_URI"), database=env("MONGODB_DATABASE")),
         "redis": redis_resource,
         "kafka": KafkaResource(
-            bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS"),
+            **{field: env(name) for field, name in CONNECTION_SETTINGS.items()},
             topic=env("INSTAGRAM_REFRESH_TOPIC"),
             dlq_topic=env("INSTAGRAM_REFRESH_DLQ_TOPIC"),
             start_from=env("INSTAGRAM_REFRESH_START_FROM"),

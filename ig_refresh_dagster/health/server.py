@@ -2,7 +2,10 @@
 
 ``GET /health`` is liveness only (same body as the TypeScript consumer, touches nothing), so an
 orchestrator never restarts the pipeline because Kafka or MongoDB had a bad minute. ``GET /ready``
-answers 503 when Kafka, MongoDB, Redis or the Dagster daemon is not usable (see ``probe``).
+answers 503 when Kafka (or its dead-letter topic), MongoDB, Redis, the Dagster daemon or the
+refresh sensor is not usable (see ``probe``). It listens on 127.0.0.1 unless ``HOST`` says
+otherwise: the probe answer names internal hosts, so exposing it is a deliberate choice (the
+container sets ``HOST=0.0.0.0``).
 """
 
 from __future__ import annotations
@@ -21,15 +24,19 @@ from urllib.parse import urlsplit
 
 from ig_refresh_dagster.health.config import HealthConfig
 from ig_refresh_dagster.health.probe import SERVICE, ReadinessProbe
+from ig_refresh_dagster.health.redact import RedactingFormatter
 
 log = logging.getLogger(__name__)
 
 HEALTH_BODY = {"status": "healthy", "service": SERVICE}
 ALLOWED_METHODS = "GET, HEAD"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The default backlog of 5 makes a burst of probes wait for SYN retransmits (1 s and up).
+    request_queue_size = 256
 
     def __init__(self, address: tuple[str, int], probe: ReadinessProbe) -> None:
         super().__init__(address, _Handler)
@@ -168,12 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="listen port (default: $PORT or 3053)")
     parser.add_argument("--host", help="listen address (default: $HOST or 127.0.0.1)")
     args = parser.parse_args(argv)
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # Dagster storage setup chatter
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     flags = {name: value for name, value in vars(args).items() if value is not None}
     config = HealthConfig.from_env(**flags)
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT, config.secrets()))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # Dagster storage setup chatter
     try:
         serve(config)
     except OSError as exc:

@@ -17,7 +17,7 @@ from ig_refresh_dagster.instagram.graph import GraphClient
 from ig_refresh_dagster.instagram.insights import InsightsClient
 from ig_refresh_dagster.instagram.scrape import ProfileScraper
 from ig_refresh_dagster.instagram.transport import GraphTransport
-from ig_refresh_dagster.intake.connection import KafkaConnection
+from ig_refresh_dagster.intake.connection import CONNECTION_SETTINGS, KafkaConnection
 from ig_refresh_dagster.intake.cursor import StartFrom
 from ig_refresh_dagster.intake.dead_letters import DeadLetterPublisher
 from ig_refresh_dagster.intake.events import DEFAULT_MAX_MESSAGE_BYTES
@@ -35,8 +35,12 @@ GROUP_ID = "instagram-refresh-group"
 
 
 def setting_field(name: str) -> Any:
-    """A resource field whose default is the settings table's, described by its variable."""
-    return Field(default=settings.default(name), description=name)
+    """A resource field whose default is the settings table's, described by its variable.
+
+    Secret settings are marked as Dagster secret fields, so the UI masks a literal value too.
+    """
+    secret = {"dagster__is_secret": True} if settings.SETTINGS[name].secret else None
+    return Field(default=settings.default(name), description=name, json_schema_extra=secret)
 
 
 class NotConfigured(RuntimeError):
@@ -112,9 +116,18 @@ class RedisResource(ConfigurableResource):
 
 
 class KafkaResource(ConfigurableResource):
-    """The refresh topic, its dead-letter topic, and how much one sensor tick may read."""
+    """The refresh topic, its dead-letter topic, and how much one sensor tick may read.
+
+    The connection fields are ``KafkaConnection``'s, from the same settings; the password is
+    passed as ``EnvVar("KAFKA_SASL_PASSWORD")``, so the UI shows that name and never the value.
+    """
 
     bootstrap_servers: str | None = setting_field("KAFKA_BOOTSTRAP_SERVERS")
+    security_protocol: str | None = setting_field("KAFKA_SECURITY_PROTOCOL")
+    sasl_mechanism: str | None = setting_field("KAFKA_SASL_MECHANISM")
+    sasl_username: str | None = setting_field("KAFKA_SASL_USERNAME")
+    sasl_password: str | None = setting_field("KAFKA_SASL_PASSWORD")
+    ssl_ca_location: str | None = setting_field("KAFKA_SSL_CA_LOCATION")
     topic: str = setting_field("INSTAGRAM_REFRESH_TOPIC")
     dlq_topic: str = setting_field("INSTAGRAM_REFRESH_DLQ_TOPIC")
     start_from: str = setting_field("INSTAGRAM_REFRESH_START_FROM")
@@ -126,9 +139,8 @@ class KafkaResource(ConfigurableResource):
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     def connection(self) -> KafkaConnection:
-        return KafkaConnection(
-            bootstrap_servers=_require(self.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
-        )
+        _require(self.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+        return KafkaConnection(**{field: getattr(self, field) for field in CONNECTION_SETTINGS})
 
     def reader(self) -> TopicReader:
         """Checks ``start_from`` on every tick, so a bad value fails loudly at once, not only
@@ -165,6 +177,8 @@ class InstagramResource(ConfigurableResource):
     media_limit: int = 12
     usage_threshold_percent: float = 90.0
     not_business_ttl_hours: int = 7 * 24
+    # A token error disables Graph for this token until it changes or this many hours pass.
+    graph_disabled_ttl_hours: float = 24.0
     timeout_seconds: float = 10.0
 
     def graph_budget(self) -> HourlyBudget:
@@ -206,7 +220,10 @@ class InstagramResource(ConfigurableResource):
             ProfileScraper(self.web_url, timeout=self.timeout_seconds),
             self.graph_budget(),
             self.scrape_budget(),
-            FetchMemory(self.redis.client()),
+            FetchMemory(
+                self.redis.client(),
+                graph_disabled_ttl_seconds=int(self.graph_disabled_ttl_hours * 3600),
+            ),
             usage_threshold_percent=self.usage_threshold_percent,
             not_business_ttl_seconds=self.not_business_ttl_hours * 3600,
         )
