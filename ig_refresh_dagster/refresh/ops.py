@@ -40,14 +40,18 @@ from ig_refresh_dagster.refresh.outcomes import InsightsOutcome, InsightsStatus
 from ig_refresh_dagster.refresh.resources import InstagramResource, MongoResource, RedisResource
 from ig_refresh_dagster.stores.accounts import AccountRecord, AccountUpdate
 from ig_refresh_dagster.stores.insights import owner_auth
+from ig_refresh_dagster.stores.redis_faults import StoreUnavailable
 
 TRANSIENT_RETRIES = RetryPolicy(
     max_retries=4, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
 # An exhausted hourly budget can take up to an hour to return; wait through a day of that.
 BUDGET_WAITS = 24
+# Redis errors that pass (READONLY, LOADING, BUSY, OOM, …) reach the ops as StoreUnavailable
+# (stores.redis_faults classifies them by error code) or, from the budgets, BudgetUnavailable.
 _TRANSIENT = (
     TransientError,
+    StoreUnavailable,
     pymongo.errors.ConnectionFailure,
     redis.ConnectionError,
     redis.TimeoutError,
