@@ -266,3 +266,41 @@ def test_a_journal_less_budget_never_hides_a_loss_from_the_journaled_one(
     redis_client.flushall()
     assert HourlyBudget(redis_client, "graph", 5).status().used == 0
     assert admitted(budget, 10) == 2
+
+
+class _LosesMemoryAfterRead(BudgetJournal):
+    """A journal whose first window read is followed, before the reader can install what it
+    read, by another worker's rebuild and admissions and then another FLUSHALL: the
+    interleaving that the concurrent test above hits only now and then, made certain."""
+
+    def __init__(self, db, meanwhile) -> None:
+        super().__init__(db)
+        self._meanwhile = meanwhile
+
+    def window(self, budget: str, now_ms: int):
+        read = super().window(budget, now_ms)
+        meanwhile, self._meanwhile = self._meanwhile, None
+        if meanwhile:
+            meanwhile()
+        return read
+
+
+def test_a_rebuild_read_before_a_newer_loss_is_never_installed(
+    redis_client: redis.Redis, journal: BudgetJournal, mongo_db
+) -> None:
+    other = HourlyBudget(redis_client, "graph", 5, journal=journal)
+
+    def another_worker_admits_then_redis_forgets_again() -> None:
+        assert admitted(other, 2) == 2
+        redis_client.flushall()
+
+    slow = HourlyBudget(
+        redis_client,
+        "graph",
+        5,
+        journal=_LosesMemoryAfterRead(mongo_db, another_worker_admits_then_redis_forgets_again),
+    )
+    assert admitted(other, 1) == 1
+    redis_client.flushall()
+    assert admitted(slow, 10) == 2, "1 + 2 admitted before, so only 2 remain"
+    assert slow.status().used == 5

@@ -5,14 +5,17 @@ every process shares the same count and no window edge admits more than the limi
 from Redis itself (``TIME``), so clock skew between workers cannot widen the window.
 
 Redis may lose its memory: a restart without persistence, ``FLUSHALL``, a failover to a replica
-that had not received the latest writes, an eviction. So every call is first reserved in the
-journal (``budget_journal``), and only then charged in Redis; a refused call's reservation is
-deleted. An epoch key holds the replication id (``INFO replication``: ``master_replid``) of
-the server the window was last rebuilt on. A restart or a promotion changes that id and
-``FLUSHALL`` deletes the key, so the scripts notice either way and answer "rebuild" instead of
-deciding; the caller then merges the journal's calls and pauses back into Redis and asks
-again. Because a reservation precedes its admission, a rebuilt window holds every call Redis
-may have admitted: never fewer than the truth, at worst a few reservations more.
+that had not received the latest writes. So every call is first reserved in the journal
+(``budget_journal``), and only then charged in Redis; a refused call's reservation is deleted
+(a call Redis would refuse anyway is refused before the journal is touched). An epoch key
+holds the replication id (``INFO replication``: ``master_replid``) of the server the window was
+last rebuilt on. A restart or a promotion changes that id and ``FLUSHALL`` deletes the key, so
+the scripts notice either way and answer "rebuild" instead of deciding. The caller then claims
+the rebuild, reads the journal, merges its calls and pauses back into Redis only if its claim
+still stands (see ``_CLAIM``), and asks again. Because a reservation precedes its admission, a
+rebuilt window holds every call Redis may have admitted: never fewer than the truth, at worst
+a few reservations more (calls still in flight, or refused but not yet released, when the
+journal was read).
 
 Journal times come from the worker's clock. A reservation is admitted only while Redis's clock
 is at most ``skew_allowance`` past it, and a rebuilt call counts from ``min(now, reserved +
@@ -68,25 +71,29 @@ local function extend_pause(blocked_key, reason_key, untilms, reason)
 end
 """
 
-# KEYS: log, blocked-until, epoch. ARGV: limit, window ms, call id, reserved at ms (0: no
-# journal, so no epoch either), skew allowance ms.
+# KEYS: log, blocked-until, epoch. ARGV: limit, window ms, call id, reserved at ms, skew
+# allowance ms, 1 when journaled (without a journal there is no epoch either), 1 to charge (0:
+# only say whether a call would be admitted, so a refusal costs the journal nothing).
 _ACQUIRE = (
     _PRELUDE
     + """
-local reserved = tonumber(ARGV[4])
-if reserved > 0 and not current(KEYS[3]) then return -1 end
-if reserved > 0 and now - reserved > tonumber(ARGV[5]) then return -2 end
+local journaled = ARGV[6] == '1'
+local charge = ARGV[7] == '1'
+if journaled and not current(KEYS[3]) then return -1 end
+if charge and journaled and now - tonumber(ARGV[4]) > tonumber(ARGV[5]) then return -2 end
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 -- A rebuild may have loaded this very reservation: decide on it afresh.
-redis.call('ZREM', KEYS[1], ARGV[3])
+if charge then redis.call('ZREM', KEYS[1], ARGV[3]) end
 local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > now then return blocked - now end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local used = redis.call('ZCARD', KEYS[1])
 if used < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
+  if charge then
+    redis.call('ZADD', KEYS[1], now, ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], window)
+  end
   return 0
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -114,26 +121,44 @@ return {redis.call('ZCARD', KEYS[1]), math.max(0, blocked - now), redis.call('GE
 """
 )
 
-# KEYS: log, blocked-until, blocked-reason, epoch. ARGV: window ms, skew allowance ms, pause
-# until ms (0: none), pause reason, then call id and reserved-at ms pairs. Merges rather than
-# replaces: a promoted replica still holds most of the window, with its own exact scores.
+# A rebuild claims the window before it reads the journal and installs what it read only if
+# its claim still stands: a FLUSHALL, a restart or another worker's claim in between removes or
+# replaces it. So no call can be admitted between the journal read and the install (admitting
+# needs a current epoch, and setting one needs the standing claim), and a stale read is never
+# installed over calls admitted (and lost again) after it.
+# KEYS: epoch, claim. ARGV: claim token. 1 when claimed, 0 when the window is current already.
+_CLAIM = (
+    _PRELUDE
+    + """
+if current(KEYS[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', 60000)
+return 1
+"""
+)
+
+# KEYS: log, blocked-until, blocked-reason, epoch, claim. ARGV: claim token, window ms, skew
+# allowance ms, pause until ms (0: none), pause reason, then call id and reserved-at ms pairs.
+# Merges rather than replaces: a promoted replica still holds most of the window, with its own
+# exact scores. -1 when the claim was lost (nothing installed), else the calls merged.
 _REBUILD = (
     _PRELUDE
     + """
 if current(KEYS[4]) then return 0 end
-local window = tonumber(ARGV[1])
-local skew = tonumber(ARGV[2])
+if redis.call('GET', KEYS[5]) ~= ARGV[1] then return -1 end
+local window = tonumber(ARGV[2])
+local skew = tonumber(ARGV[3])
 local merged = 0
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local score = math.min(now, tonumber(ARGV[i + 1]) + skew)
   if score > now - window then
     merged = merged + redis.call('ZADD', KEYS[1], 'NX', score, ARGV[i])
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], window) end
-local pause = tonumber(ARGV[3])
-if pause > 0 then extend_pause(KEYS[2], KEYS[3], pause + skew, ARGV[4]) end
+local pause = tonumber(ARGV[4])
+if pause > 0 then extend_pause(KEYS[2], KEYS[3], pause + skew, ARGV[5]) end
 redis.call('SET', KEYS[4], replid)
+redis.call('DEL', KEYS[5])
 return merged
 """
 )
@@ -180,26 +205,26 @@ class HourlyBudget:
             f"{self._base}:blocked-reason",
             f"{self._base}:epoch",
         )
+        self._claim_key = f"{self._base}:rebuild-claim"
         self._acquire = client.register_script(_ACQUIRE)
         self._block = client.register_script(_BLOCK)
         self._status = client.register_script(_STATUS)
+        self._claim = client.register_script(_CLAIM)
         self._rebuild = client.register_script(_REBUILD)
 
     def try_acquire(self) -> float:
-        """Charge one call; 0.0 when admitted, else seconds until capacity returns."""
+        """Charge one call; 0.0 when admitted, else seconds until capacity returns. With a
+        journal, a call Redis would refuse anyway is refused before anything is written."""
         call_id = uuid.uuid4().hex
         reserved_at = 0
         if self._journal is not None:
+            wait_ms = self._ask(call_id, reserved_at, charge=False)
+            if wait_ms > 0:
+                return wait_ms / 1000.0
             reserved_at = self._now_ms()
             keep_ms = self._window_ms + self._skew_ms
             self._journaled(self._journal.reserve, self._base, call_id, reserved_at, keep_ms)
-        wait_ms = int(
-            self._decide(
-                self._acquire,
-                [self._log_key, self._blocked_key, self._epoch_key],
-                [self.limit, self._window_ms, call_id, reserved_at, self._skew_ms],
-            )
-        )
+        wait_ms = self._ask(call_id, reserved_at, charge=True)
         if wait_ms != 0:
             self._release(call_id)
         if wait_ms == STALE_RESERVATION:
@@ -209,6 +234,24 @@ class HourlyBudget:
                 "reserving and charging a call); refusing rather than misdating the call"
             )
         return wait_ms / 1000.0
+
+    def _ask(self, call_id: str, reserved_at: int, charge: bool) -> int:
+        journaled = int(self._journal is not None)
+        return int(
+            self._decide(
+                self._acquire,
+                [self._log_key, self._blocked_key, self._epoch_key],
+                [
+                    self.limit,
+                    self._window_ms,
+                    call_id,
+                    reserved_at,
+                    self._skew_ms,
+                    journaled,
+                    int(charge),
+                ],
+            )
+        )
 
     def block_for(self, seconds: float, reason: str) -> None:
         """Admit nothing for ``seconds`` (never shortens an existing block)."""
@@ -250,15 +293,35 @@ class HourlyBudget:
         )
 
     def _rebuild_window(self, journal: BudgetJournal) -> None:
+        """Claim, read the journal, install if the claim stands (else the caller asks again)."""
+        token = uuid.uuid4().hex
+        if not self._run(self._claim, [self._epoch_key, self._claim_key], [token]):
+            return
         window = self._journaled(journal.window, self._base, self._now_ms())
-        args: list = [self._window_ms, self._skew_ms, window.pause_until_ms, window.pause_reason]
+        args: list = [
+            token,
+            self._window_ms,
+            self._skew_ms,
+            window.pause_until_ms,
+            window.pause_reason,
+        ]
         for call_id, at_ms in window.calls:
             args += [call_id, at_ms]
-        merged = self._run(
-            self._rebuild,
-            [self._log_key, self._blocked_key, self._reason_key, self._epoch_key],
-            args,
+        merged = int(
+            self._run(
+                self._rebuild,
+                [
+                    self._log_key,
+                    self._blocked_key,
+                    self._reason_key,
+                    self._epoch_key,
+                    self._claim_key,
+                ],
+                args,
+            )
         )
+        if merged < 0:
+            return
         log.log(
             logging.WARNING if merged else logging.INFO,
             "%s budget: Redis held no window for this server (first use, restart, FLUSHALL or "
