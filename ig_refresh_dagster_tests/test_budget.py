@@ -304,3 +304,26 @@ def test_a_rebuild_read_before_a_newer_loss_is_never_installed(
     redis_client.flushall()
     assert admitted(slow, 10) == 2, "1 + 2 admitted before, so only 2 remain"
     assert slow.status().used == 5
+
+
+def test_a_rebuilder_whose_clock_runs_ahead_still_restores_the_whole_window(
+    redis_client: redis.Redis, journal: BudgetJournal
+) -> None:
+    """The journal is read as of Redis's time: a rebuilding worker whose clock is ahead must not
+    skip calls that are still inside the window."""
+    on_time = HourlyBudget(
+        redis_client, "graph", 1, window_seconds=2, journal=journal, skew_allowance_seconds=0.2
+    )
+    assert on_time.try_acquire() == 0.0
+    time.sleep(1.2)
+    redis_client.flushall()
+    ahead = HourlyBudget(
+        redis_client,
+        "graph",
+        1,
+        window_seconds=2,
+        journal=journal,
+        skew_allowance_seconds=0.2,
+        clock=lambda: time.time() + 1.5,
+    )
+    assert ahead.try_acquire() > 0, "the call made 1.2 s ago still fills the 2 s window"

@@ -126,13 +126,14 @@ return {redis.call('ZCARD', KEYS[1]), math.max(0, blocked - now), redis.call('GE
 # replaces it. So no call can be admitted between the journal read and the install (admitting
 # needs a current epoch, and setting one needs the standing claim), and a stale read is never
 # installed over calls admitted (and lost again) after it.
-# KEYS: epoch, claim. ARGV: claim token. 1 when claimed, 0 when the window is current already.
+# KEYS: epoch, claim. ARGV: claim token. 0 when the window is current already, else Redis's
+# time once claimed (the journal is read as of that time, not a worker's clock).
 _CLAIM = (
     _PRELUDE
     + """
 if current(KEYS[1]) then return 0 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', 60000)
-return 1
+return now
 """
 )
 
@@ -295,9 +296,10 @@ class HourlyBudget:
     def _rebuild_window(self, journal: BudgetJournal) -> None:
         """Claim, read the journal, install if the claim stands (else the caller asks again)."""
         token = uuid.uuid4().hex
-        if not self._run(self._claim, [self._epoch_key, self._claim_key], [token]):
+        claimed_at = int(self._run(self._claim, [self._epoch_key, self._claim_key], [token]))
+        if not claimed_at:
             return
-        window = self._journaled(journal.window, self._base, self._now_ms())
+        window = self._journaled(journal.window, self._base, claimed_at)
         args: list = [
             token,
             self._window_ms,
