@@ -18,6 +18,7 @@ import pytest
 import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from dagster import DagsterInstance, instance_for_test
 
 from ig_refresh_dagster.devstack.services import (
     ServiceProcess,
@@ -123,6 +124,13 @@ def topics(bootstrap: str) -> Topics:
     t.create(t.refresh, 3)
     t.create(t.dlq, 1)
     return t
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    """A throwaway Dagster instance (test files may define their own)."""
+    with instance_for_test() as inst:
+        yield inst
 
 
 @pytest.fixture

@@ -8,13 +8,12 @@ import logging
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pymongo.errors
 import pytest
 from bson import ObjectId
-from dagster import DagsterInstance, instance_for_test
+from dagster import DagsterInstance
 from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.refresh.resources import MongoResource
@@ -63,12 +62,6 @@ def test_insights_index_ignores_documents_of_another_shape(mongo_db) -> None:
     InsightsStore(mongo_db).ensure_indexes()
     coll.insert_one({"accountId": ObjectId(), "day": "2026-11-28"})
     assert coll.count_documents({}) == 4
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as inst:
-        yield inst
 
 
 @pytest.mark.slow

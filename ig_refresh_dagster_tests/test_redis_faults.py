@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from dagster import DagsterEventType, DagsterInstance, Failure, build_op_context, instance_for_test
+from dagster import DagsterEventType, DagsterInstance, Failure, build_op_context
 from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.devstack.services import free_port, redis_url
@@ -228,12 +228,6 @@ def test_cache_merge_gives_up_on_an_entry_rewritten_under_every_merge(
         ProfileCache(redis_client, max_attempts=4).refresh("3", fields)
     assert fields.rewrites == 4
     assert json.loads(redis_client.get(key)) == {"account": {"app": 4}}, "the app's write stands"
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as inst:
-        yield inst
 
 
 @pytest.mark.slow
