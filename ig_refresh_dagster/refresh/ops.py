@@ -42,6 +42,7 @@ from ig_refresh_dagster.refresh.run_tags import tag_current_run
 from ig_refresh_dagster.stores.accounts import AccountRecord, AccountUpdate
 from ig_refresh_dagster.stores.insights import owner_auth
 from ig_refresh_dagster.stores.mongo import STORE_UNAVAILABLE
+from ig_refresh_dagster.stores.redis_faults import StoreUnavailable
 
 TRANSIENT_RETRIES = RetryPolicy(
     max_retries=4, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
@@ -56,6 +57,7 @@ DEFERRAL_LIMIT = timedelta(days=3)
 OUTCOME_TAG = "ig-refresh/outcome"
 _TRANSIENT = (
     TransientError,
+    StoreUnavailable,
     *STORE_UNAVAILABLE,
     redis.ConnectionError,
     redis.TimeoutError,

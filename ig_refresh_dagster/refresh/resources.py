@@ -4,11 +4,11 @@ The stores themselves (``stores/``, ``instagram/``) are plain Python; these clas
 Dagster UI shows where each one points and so tests can swap the configuration.
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
-from dagster import ConfigurableResource, InitResourceContext
-from pydantic import Field, PrivateAttr
+from dagster import ConfigurableResource
+from pydantic import Field
 
 from ig_refresh_dagster import settings
 from ig_refresh_dagster.instagram.errors import BudgetExhausted
@@ -24,11 +24,13 @@ from ig_refresh_dagster.intake.events import DEFAULT_MAX_MESSAGE_BYTES
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicReader
 from ig_refresh_dagster.stores.accounts import AccountStore
 from ig_refresh_dagster.stores.budget import HourlyBudget
+from ig_refresh_dagster.stores.budget_journal import BudgetJournal
 from ig_refresh_dagster.stores.cache import ProfileCache
+from ig_refresh_dagster.stores.clients import mongo_client, redis_client
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 from ig_refresh_dagster.stores.history import ProfileHistoryStore
 from ig_refresh_dagster.stores.insights import InsightsStore
-from ig_refresh_dagster.stores.mongo import open_client
+from ig_refresh_dagster.stores.mongo import ensure_indexes_once
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
 
 GROUP_ID = "instagram-refresh-group"
@@ -57,22 +59,29 @@ def _require(value: str | None, variable: str) -> str:
 
 
 class MongoResource(ConfigurableResource):
-    """MongoDB (pymongo) or the embedded litemongo store: ``Account`` and ``DataRefreshLog``."""
+    """MongoDB (pymongo) or the embedded litemongo store: ``Account``, ``DataRefreshLog``,
+    ``InstagramInsights`` and the budgets' journal."""
 
     uri: str | None = setting_field("MONGODB_URI")
     database: str = setting_field("MONGODB_DATABASE")
-    _client: Any = PrivateAttr(default=None)
 
     def db(self) -> Any:
         """Opened on first use, inside a step, so a store that is down is a retried step error
-        rather than a resource-init failure; the unique indexes are ensured once per process."""
-        if self._client is None:
-            client = open_client(_require(self.uri, "MONGODB_URI"))
-            RefreshLogStore(client[self.database]).ensure_indexes()
-            InsightsStore(client[self.database]).ensure_indexes()
-            ProfileHistoryStore(client[self.database]).ensure_indexes()
-            self._client = client
-        return self._client[self.database]
+        rather than a resource-init failure. The client is the process's one for this URI
+        (never closed per run); indexes are ensured once per process, and failing to create
+        one is logged, never a failed refresh."""
+        uri = _require(self.uri, "MONGODB_URI")
+        db = mongo_client(uri)[self.database]
+        ensure_indexes_once(
+            (uri, self.database),
+            [
+                RefreshLogStore(db).ensure_indexes,
+                InsightsStore(db).ensure_indexes,
+                ProfileHistoryStore(db).ensure_indexes,
+                BudgetJournal(db).ensure_indexes,
+            ],
+        )
+        return db
 
     def accounts(self) -> AccountStore:
         return AccountStore(self.db())
@@ -86,33 +95,31 @@ class MongoResource(ConfigurableResource):
     def history(self) -> ProfileHistoryStore:
         return ProfileHistoryStore(self.db())
 
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if self._client is not None:
-            self._client.close()
+    def budget_journal(self) -> BudgetJournal:
+        return BudgetJournal(self.db())
 
 
 class RedisResource(ConfigurableResource):
-    """Redis: the app's profile cache and the fleet-wide Instagram budget."""
+    """Redis: the app's profile cache and what the fetcher remembers."""
 
+    VARIABLE: ClassVar[str] = "REDIS_URL"
     url: str | None = setting_field("REDIS_URL")
-    _client: redis.Redis | None = PrivateAttr(default=None)
 
     def client(self) -> redis.Redis:
-        if self._client is None:
-            self._client = redis.Redis.from_url(
-                _require(self.url, "REDIS_URL"),
-                socket_timeout=3,
-                socket_connect_timeout=3,
-                health_check_interval=30,
-            )
-        return self._client
+        """The process's one client for this URL (never closed per run)."""
+        return redis_client(_require(self.url, self.VARIABLE))
 
     def cache(self) -> ProfileCache:
         return ProfileCache(self.client())
 
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if self._client is not None:
-            self._client.close()
+
+class BudgetRedisResource(RedisResource):
+    """The Redis that holds the fleet-wide budgets: ``REDIS_URL`` unless
+    ``INSTAGRAM_BUDGET_REDIS_URL`` names another one. It must run with ``maxmemory-policy
+    noeviction``; after a restart or failover the budgets rebuild themselves from the journal."""
+
+    VARIABLE: ClassVar[str] = "INSTAGRAM_BUDGET_REDIS_URL"
+    url: str | None = setting_field("INSTAGRAM_BUDGET_REDIS_URL")
 
 
 class KafkaResource(ConfigurableResource):
@@ -165,9 +172,12 @@ class KafkaResource(ConfigurableResource):
 
 
 class InstagramResource(ConfigurableResource):
-    """Graph API Business Discovery first, public-page scraping second, both budgeted in Redis."""
+    """Graph API Business Discovery first, public-page scraping second, both budgeted in Redis
+    (``budget_redis``) with the budgets' journal in MongoDB."""
 
     redis: RedisResource
+    budget_redis: BudgetRedisResource
+    mongo: MongoResource
     graph_api_url: str = setting_field("INSTAGRAM_GRAPH_API_URL")
     web_url: str = setting_field("INSTAGRAM_WEB_URL")
     access_token: str | None = setting_field("INSTAGRAM_ACCESS_TOKEN")
@@ -181,11 +191,16 @@ class InstagramResource(ConfigurableResource):
     graph_disabled_ttl_hours: float = 24.0
     timeout_seconds: float = 10.0
 
+    def _budget(self, name: str, limit: int) -> HourlyBudget:
+        return HourlyBudget(
+            self.budget_redis.client(), name, limit, journal=self.mongo.budget_journal()
+        )
+
     def graph_budget(self) -> HourlyBudget:
-        return HourlyBudget(self.redis.client(), "graph", self.hourly_budget)
+        return self._budget("graph", self.hourly_budget)
 
     def scrape_budget(self) -> HourlyBudget:
-        return HourlyBudget(self.redis.client(), "scrape", self.scrape_hourly_budget)
+        return self._budget("scrape", self.scrape_hourly_budget)
 
     def insights_client(self) -> InsightsClient:
         """Owner-token insights; every Graph call is charged to the same fleet-wide budget as

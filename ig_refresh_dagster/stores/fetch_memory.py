@@ -22,7 +22,9 @@ import redis
 from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
-_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+# Any Redis error, not only an unreachable server: a failover's READONLY or a full server's OOM
+# must not fail a fetch over something it merely remembers.
+_REDIS_DOWN = (redis.RedisError,)
 DEFAULT_GRAPH_DISABLED_TTL_SECONDS = 24 * 3600
 
 

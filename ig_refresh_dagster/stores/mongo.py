@@ -7,13 +7,18 @@ stack and the tests use, because no MongoDB server can be installed here.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pymongo
 import pymongo.errors
+
+log = logging.getLogger(__name__)
 
 LITEMONGO_SCHEME = "litemongo"
 # A store that cannot be reached right now: MongoDB's network errors (server selection, reset
@@ -23,6 +28,8 @@ STORE_UNAVAILABLE: tuple[type[Exception], ...] = (
     pymongo.errors.ConnectionFailure,
     sqlite3.OperationalError,
 )
+_indexed: set[Hashable] = set()
+_indexed_lock = threading.Lock()
 
 
 def open_client(uri: str, timeout_ms: int = 5000) -> Any:
@@ -60,3 +67,24 @@ def open_client(uri: str, timeout_ms: int = 5000) -> Any:
 
 def litemongo_uri(directory: Path) -> str:
     return f"{LITEMONGO_SCHEME}://{directory.resolve()}"
+
+
+def ensure_indexes_once(key: Hashable, creators: Iterable[Callable[[], object]]) -> None:
+    """Run each index creator once per process and ``key`` (a URI and database). A failure
+    (an index that conflicts with existing documents or indexes, a user without the
+    ``createIndex`` privilege, a store that is down) is logged once and never raised: a
+    refresh works without its indexes, and a store that is down fails the step's next
+    operation anyway, as a retried transient error."""
+    with _indexed_lock:
+        if key in _indexed:
+            return
+        _indexed.add(key)
+    for create in creators:
+        try:
+            create()
+        except pymongo.errors.PyMongoError as exc:
+            log.warning(
+                "could not create an index (%s); refreshes continue without it: %s",
+                getattr(create, "__qualname__", create),
+                str(exc)[:300],
+            )

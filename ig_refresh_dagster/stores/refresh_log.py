@@ -60,7 +60,11 @@ class RefreshLogStore:
         self._coll = db[COLLECTION]
 
     def ensure_indexes(self) -> None:
-        self._coll.create_index("runId", unique=True)
+        """Unique among entries that have a run id: the old consumer's entries have none (and
+        there are thousands), so a plain unique index could not be built at all."""
+        self._coll.create_index(
+            "runId", unique=True, partialFilterExpression={"runId": {"$type": "string"}}
+        )
         self._coll.create_index([("status", 1), ("retryAt", 1)])
 
     def start(self, run_id: str, account_id: str, now: datetime) -> None:
