@@ -13,6 +13,15 @@ from bson import ObjectId
 
 COLLECTION = "DataRefreshLog"
 PLATFORM = "INSTAGRAM"
+RUN_ID_IS_STRING = {"runId": {"$type": "string"}}
+
+
+def by_run(run_id: str) -> dict[str, Any]:
+    """The filter for one run's entry. MongoDB's planner uses a partial index only for a query
+    it can prove to be a subset of the index's filter, and it proves that for ``$exists`` but
+    not for ``$type``: so the filter repeats the ``$type`` (``{runId: "x"}`` alone would scan
+    the collection)."""
+    return {"runId": {"$eq": run_id, **RUN_ID_IS_STRING["runId"]}}
 
 
 def _identity(run_id: str, account_id: str, now: datetime) -> dict[str, Any]:
@@ -32,13 +41,11 @@ class RefreshLogStore:
     def ensure_indexes(self) -> None:
         """Unique among entries that have a run id: the old consumer's entries have none (and
         there are thousands), so a plain unique index could not be built at all."""
-        self._coll.create_index(
-            "runId", unique=True, partialFilterExpression={"runId": {"$type": "string"}}
-        )
+        self._coll.create_index("runId", unique=True, partialFilterExpression=RUN_ID_IS_STRING)
 
     def start(self, run_id: str, account_id: str, now: datetime) -> None:
         self._coll.update_one(
-            {"runId": run_id},
+            by_run(run_id),
             {
                 "$setOnInsert": _identity(run_id, account_id, now),
                 "$set": {"status": "IN_PROGRESS"},
@@ -57,7 +64,7 @@ class RefreshLogStore:
         insights: dict[str, Any] | None = None,
     ) -> None:
         self._coll.update_one(
-            {"runId": run_id},
+            by_run(run_id),
             {
                 "$set": {
                     "status": "COMPLETED",
@@ -74,7 +81,7 @@ class RefreshLogStore:
     def fail(self, run_id: str, account_id: str, error: str, now: datetime) -> None:
         """Upsert, because a run can fail before its start entry was written."""
         self._coll.update_one(
-            {"runId": run_id},
+            by_run(run_id),
             {
                 "$setOnInsert": _identity(run_id, account_id, now),
                 "$set": {"status": "FAILED", "completedAt": now, "error": error},
@@ -83,7 +90,7 @@ class RefreshLogStore:
         )
 
     def for_run(self, run_id: str) -> dict[str, Any] | None:
-        return self._coll.find_one({"runId": run_id})
+        return self._coll.find_one(by_run(run_id))
 
     def close_open(self, run_id: str, account_id: str, error: str, now: datetime) -> bool:
         """FAILED for a run that ended without its steps saying so (crash, cancel); a no-op
