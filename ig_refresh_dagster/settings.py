@@ -67,9 +67,11 @@ def source(name: str) -> str:
     """The variable that supplies ``name``: itself when set, else (following fallbacks) the
     first one that is set, else the last in the chain. The one place fallbacks are resolved."""
     setting = _setting(name)
-    while not is_set(setting.name) and setting.fallback is not None:
+    for _ in range(len(SETTINGS)):  # a chain longer than the table would be a cycle
+        if is_set(setting.name) or setting.fallback is None:
+            return setting.name
         setting = _setting(setting.fallback)
-    return setting.name
+    raise ValueError(f"{name}'s fallbacks form a cycle in the settings table")
 
 
 def value(name: str) -> str | None:
