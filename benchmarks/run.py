@@ -36,7 +36,7 @@ from ig_refresh_dagster.devstack.stack import (
 )
 from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
-from ig_refresh_dagster.refresh.resources import KafkaResource
+from ig_refresh_dagster.refresh.resources import KafkaResource, MongoResource
 from ig_refresh_dagster.stores.mongo import open_client
 
 BACKLOG = 1000
@@ -71,14 +71,15 @@ def bare_read(bootstrap: str, topic: str, partitions: int) -> int:
     return read
 
 
-def sensor_tick(instance: DagsterInstance, kafka: KafkaResource) -> int:
-    context = build_sensor_context(instance=instance, resources={"kafka": kafka})
-    result = instagram_refresh_sensor(context)
+def sensor_tick(instance: DagsterInstance, kafka: KafkaResource, mongo: MongoResource) -> int:
+    resources = {"kafka": kafka, "mongo": mongo}
+    with build_sensor_context(instance=instance, resources=resources) as context:
+        result = instagram_refresh_sensor(context)
     assert len(result.run_requests) == BACKLOG, len(result.run_requests)
     return len(result.run_requests)
 
 
-def bench_sensor(bootstrap: str, home: Path) -> tuple[float, float]:
+def bench_sensor(bootstrap: str, home: Path, mongo: MongoResource) -> tuple[float, float]:
     topic = "bench-backlog"
     ensure_topics(bootstrap, {topic: 3, f"{topic}.dlq": 1})
     ids = [f"{i:024x}" for i in range(1, BACKLOG + 1)]
@@ -92,7 +93,7 @@ def bench_sensor(bootstrap: str, home: Path) -> tuple[float, float]:
     )
     baseline = median_seconds(lambda: bare_read(bootstrap, topic, 3))
     instance = DagsterInstance.from_config(str(home))
-    tick = median_seconds(lambda: sensor_tick(instance, kafka))
+    tick = median_seconds(lambda: sensor_tick(instance, kafka, mongo))
     instance.dispose()
     return baseline, tick
 
@@ -166,7 +167,11 @@ def main() -> None:
                 stack.setting("INSTAGRAM_REFRESH_DLQ_TOPIC"): 1,
             },
         )
-        baseline, tick = bench_sensor(stack.env["KAFKA_BOOTSTRAP_SERVERS"], stack.dagster_home)
+        baseline, tick = bench_sensor(
+            stack.env["KAFKA_BOOTSTRAP_SERVERS"],
+            stack.dagster_home,
+            MongoResource(uri=stack.env["MONGODB_URI"]),
+        )
         in_process, e2e, in_run, to_request = bench_refresh(stack, account.account_id)
     rows = [
         ("bare confluent-kafka read of 1,000 messages (baseline)", baseline, baseline),

@@ -3,7 +3,7 @@ settings table, each set variable passed as an ``EnvVar`` so the UI never shows 
 
 from __future__ import annotations
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions, EnvVar, in_process_executor
 
 from ig_refresh_dagster import settings
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
@@ -52,6 +52,9 @@ def build_resources() -> dict[str, object]:
             business_account_id=env("INSTAGRAM_BUSINESS_ACCOUNT_ID"),
             hourly_budget=env_int("INSTAGRAM_HOURLY_BUDGET"),
             scrape_hourly_budget=env_int("INSTAGRAM_SCRAPE_HOURLY_BUDGET"),
+            backfill_budget_percent=env_int("INSTAGRAM_BACKFILL_BUDGET_PERCENT"),
+            freshness_days=env_int("INSTAGRAM_FRESHNESS_DAYS"),
+            min_refresh_interval_hours=env_int("INSTAGRAM_MIN_REFRESH_INTERVAL_HOURS"),
         ),
     }
 
@@ -59,6 +62,13 @@ def build_resources() -> dict[str, object]:
 defs = Definitions(
     assets=[instagram_profile],
     jobs=[instagram_refresh_job],
-    sensors=[instagram_refresh_sensor, refresh_failure_log_sensor, refresh_canceled_log_sensor],
+    sensors=[
+        instagram_refresh_sensor,
+        refresh_failure_log_sensor,
+        refresh_canceled_log_sensor,
+    ],
     resources=build_resources(),
+    # Materialize, re-execute and backfills launched in the UI run the implicit asset job:
+    # in process, like the refresh job, instead of one process per step.
+    executor=in_process_executor,
 )

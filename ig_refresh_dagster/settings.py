@@ -37,6 +37,9 @@ SETTINGS: dict[str, Setting] = {
         Setting(name="INSTAGRAM_WEB_URL", default="https://www.instagram.com"),
         Setting(name="INSTAGRAM_HOURLY_BUDGET", default=200),
         Setting(name="INSTAGRAM_SCRAPE_HOURLY_BUDGET", default=60),
+        Setting(name="INSTAGRAM_BACKFILL_BUDGET_PERCENT", default=50),
+        Setting(name="INSTAGRAM_FRESHNESS_DAYS", default=7),
+        Setting(name="INSTAGRAM_MIN_REFRESH_INTERVAL_HOURS", default=6),
         Setting(name="HOST", default="127.0.0.1"),
         Setting(name="PORT", default=3053),
     ]

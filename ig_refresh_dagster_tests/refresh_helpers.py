@@ -60,12 +60,17 @@ def real_defs(resources: dict[str, Any]) -> Definitions:
 
 
 def run_refresh(
-    account_id: str, resources: dict[str, Any], instance: DagsterInstance
+    account_id: str,
+    resources: dict[str, Any],
+    instance: DagsterInstance,
+    tags: dict[str, str] | None = None,
 ) -> ExecuteInProcessResult:
     if not instance.has_dynamic_partition(instagram_accounts.name, account_id):
         instance.add_dynamic_partitions(instagram_accounts.name, [account_id])
     job = real_defs(resources).resolve_job_def("instagram_refresh_job")
-    return job.execute_in_process(partition_key=account_id, instance=instance, raise_on_error=False)
+    return job.execute_in_process(
+        partition_key=account_id, instance=instance, raise_on_error=False, tags=tags
+    )
 
 
 def seed_account(db: Any, **fields: Any) -> str:
