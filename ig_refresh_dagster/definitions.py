@@ -6,6 +6,8 @@ from __future__ import annotations
 from dagster import Definitions, EnvVar, in_process_executor
 
 from ig_refresh_dagster import settings
+from ig_refresh_dagster.refresh.backfill import backfill_by_query
+from ig_refresh_dagster.refresh.freshness import instagram_freshness_sensor
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
 from ig_refresh_dagster.refresh.job import instagram_profile, instagram_refresh_job
 from ig_refresh_dagster.refresh.resources import (
@@ -61,11 +63,12 @@ def build_resources() -> dict[str, object]:
 
 defs = Definitions(
     assets=[instagram_profile],
-    jobs=[instagram_refresh_job],
+    jobs=[instagram_refresh_job, backfill_by_query],
     sensors=[
         instagram_refresh_sensor,
         refresh_failure_log_sensor,
         refresh_canceled_log_sensor,
+        instagram_freshness_sensor,
     ],
     resources=build_resources(),
     # Materialize, re-execute and backfills launched in the UI run the implicit asset job:

@@ -23,6 +23,7 @@ from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.kafka_helpers import read_topic, refresh_event
 
 TOKEN = "e2e-token-do-not-log"
+WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 TERMINAL = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
@@ -33,6 +34,37 @@ def wait_for_runs(instance: DagsterInstance, count: int, deadline: float) -> lis
             return runs
         time.sleep(1)
     pytest.fail(f"runs did not finish: {[(r.tags, r.status) for r in runs]}")
+
+
+def daemon_env(
+    home: Path, topics: Topics, redis_url: str, mongo_uri: str, standin: InstagramStandin
+) -> dict[str, str]:
+    """What the production deployment sets, pointed at the test's services."""
+    return {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "DAGSTER_HOME": str(home),
+        "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
+        "INSTAGRAM_REFRESH_TOPIC": topics.refresh,
+        "INSTAGRAM_REFRESH_DLQ_TOPIC": topics.dlq,
+        "REDIS_URL": redis_url,
+        "MONGODB_URI": mongo_uri,
+        "INSTAGRAM_GRAPH_API_URL": standin.graph_url,
+        "INSTAGRAM_WEB_URL": standin.web_url,
+        "INSTAGRAM_ACCESS_TOKEN": TOKEN,
+        "INSTAGRAM_BUSINESS_ACCOUNT_ID": "17841400000000000",
+    }
+
+
+def start_daemon(tmp_path: Path, env: dict[str, str]) -> ServiceProcess:
+    """``dagster-daemon run`` on the project's workspace; stop it with ``.stop()``."""
+    return ServiceProcess(
+        "dagster-daemon",
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(WORKSPACE)],
+        None,
+        tmp_path / "daemon.log",
+        env=env,
+        cwd=PROJECT_ROOT,
+    )
 
 
 @pytest.mark.timeout(240)
@@ -65,31 +97,8 @@ def test_daemon_processes_published_events_end_to_end(
     publish(topics.bootstrap, topics.refresh, events)
 
     with InstagramStandin(token=TOKEN) as standin:
-        env = {
-            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-            "DAGSTER_HOME": str(home),
-            "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
-            "INSTAGRAM_REFRESH_TOPIC": topics.refresh,
-            "INSTAGRAM_REFRESH_DLQ_TOPIC": topics.dlq,
-            "REDIS_URL": redis_url_for_test,
-            "MONGODB_URI": mongo_uri,
-            "INSTAGRAM_GRAPH_API_URL": standin.graph_url,
-            "INSTAGRAM_WEB_URL": standin.web_url,
-            "INSTAGRAM_ACCESS_TOKEN": TOKEN,
-            "INSTAGRAM_BUSINESS_ACCOUNT_ID": "17841400000000000",
-        }
-        daemon = ServiceProcess(
-            "dagster-daemon",
-            [
-                str(Path(sys.executable).parent / "dagster-daemon"),
-                "run",
-                "-w",
-                str(PROJECT_ROOT / "workspace.yaml"),
-            ],
-            None,
-            tmp_path / "daemon.log",
-            env=env,
-            cwd=PROJECT_ROOT,
+        daemon = start_daemon(
+            tmp_path, daemon_env(home, topics, redis_url_for_test, mongo_uri, standin)
         )
         instance = DagsterInstance.from_config(str(home))
         try:

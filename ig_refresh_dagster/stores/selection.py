@@ -11,7 +11,15 @@ from datetime import datetime, timedelta
 from typing import Any, Self
 
 from bson import ObjectId
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ig_refresh_dagster.instagram.errors import InvalidUsername
 from ig_refresh_dagster.instagram.usernames import validate_username
@@ -132,6 +140,11 @@ class AccountQuery(BaseModel):
         if self.limit:
             parts.append(f"limit {self.limit}")
         return ("Instagram accounts: " + ", ".join(parts))[:100]
+
+
+def query_errors(exc: ValidationError) -> list[str]:
+    """What is wrong with a query, in the words the validators used."""
+    return [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
 
 
 class Selection(BaseModel):
