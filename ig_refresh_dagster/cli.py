@@ -95,16 +95,8 @@ def _backfill(args: argparse.Namespace) -> int:
         text = args.handles_file.read_text(encoding="utf-8")
         lines = [line.split("#")[0].strip() for line in text.splitlines()]
     try:
-        query = AccountQuery(
-            accounts=lines,
-            ids=args.ids,
-            stale_days=args.stale_days,
-            followers_min=args.followers_min,
-            followers_max=args.followers_max,
-            never_refreshed=args.never_refreshed,
-            failed_days=args.failed_days,
-            limit=args.limit,
-        )
+        criteria = {f: getattr(args, f) for f in AccountQuery.model_fields if f != "accounts"}
+        query = AccountQuery(accounts=lines, **criteria)
     except ValidationError as exc:
         for error in query_errors(exc):
             print(f"ig-refresh backfill: {error}", file=sys.stderr)
@@ -115,7 +107,8 @@ def _backfill(args: argparse.Namespace) -> int:
     if args.dry_run or not plan.accounts:
         print("dry run: nothing launched" if args.dry_run else "nothing to launch")
         return 0
-    backfill_id = launch_backfill(DagsterInstance.get(), plan)
+    with DagsterInstance.get() as instance:
+        backfill_id = launch_backfill(instance, plan)
     print(f"backfill {backfill_id} created: Dagster UI → Runs → Backfills shows its progress")
     return 0
 
@@ -126,14 +119,13 @@ def _cleanup_partitions(dry_run: bool) -> int:
     from ig_refresh_dagster.refresh.partition_cleanup import apply_cleanup, plan_cleanup
     from ig_refresh_dagster.stores.selection import AccountSelector
 
-    instance = DagsterInstance.get()
-    with _operator_resources() as resources:
+    with DagsterInstance.get() as instance, _operator_resources() as resources:
         plan = plan_cleanup(instance, AccountSelector(resources.mongo.db()))
-    print("\n".join(plan.report()))
-    if dry_run:
-        print(f"dry run: {len(plan.keys)} partitions would be removed")
-        return 0
-    apply_cleanup(instance, plan)
+        print("\n".join(plan.report()))
+        if dry_run:
+            print(f"dry run: {len(plan.keys)} partitions would be removed")
+            return 0
+        apply_cleanup(instance, plan)
     print(f"removed {len(plan.keys)} partitions")
     return 0
 

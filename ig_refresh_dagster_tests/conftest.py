@@ -17,6 +17,7 @@ import pytest
 import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from dagster import DagsterInstance, instance_for_test
 
 from ig_refresh_dagster.devstack.services import (
     ServiceProcess,
@@ -100,3 +101,20 @@ def mongo_db(mongo_uri: str):
     client = open_client(mongo_uri)
     yield client["ratecreator"]
     client.close()
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    """A throwaway Dagster instance (SQLite storage in a temporary folder)."""
+    with instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def resources(mongo_uri: str, redis_url_for_test: str, redis_client, httpserver) -> dict:
+    """The refresh job's resources on the test's services, with httpserver as Instagram."""
+    from ig_refresh_dagster_tests.refresh_helpers import job_resources
+
+    return job_resources(
+        mongo_uri, redis_url_for_test, httpserver.url_for("/v21.0"), httpserver.url_for("")
+    )

@@ -4,8 +4,6 @@ names the account. Also: UI-launched materializations run in process, like the r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from bson import ObjectId
 from dagster import DagsterInstance, in_process_executor, instance_for_test
@@ -23,12 +21,6 @@ from ig_refresh_dagster_tests.refresh_helpers import (
     seed_account,
 )
 from ig_refresh_dagster_tests.test_sensor import kafka, tick
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as inst:
-        yield inst
 
 
 @pytest.fixture

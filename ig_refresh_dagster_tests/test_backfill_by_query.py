@@ -5,7 +5,6 @@ Dagster backfill of background runs. Also the budget share in real runs, and par
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,25 +24,11 @@ from ig_refresh_dagster.stores.budget_share import BackgroundBudget
 from ig_refresh_dagster_tests.refresh_helpers import (
     BUSINESS_ID,
     graph_body,
-    job_resources,
     real_defs,
     run_refresh,
     seed_account,
     web_profile_body,
 )
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def resources(mongo_uri: str, redis_url_for_test: str, redis_client, httpserver: HTTPServer):
-    return job_resources(
-        mongo_uri, redis_url_for_test, httpserver.url_for("/v21.0"), httpserver.url_for("")
-    )
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ completes as the Backfills page shows it."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -16,11 +15,15 @@ from dagster._core.execution.backfill import BulkActionStatus
 
 from ig_refresh_dagster.cli import main
 from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
-from ig_refresh_dagster.devstack.seed import demo_accounts, seed_accounts
-from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 from ig_refresh_dagster.refresh.tags import HANDLE, PRIORITY, SOURCE
 from ig_refresh_dagster_tests.conftest import Topics
-from ig_refresh_dagster_tests.test_daemon_e2e import TOKEN, daemon_env, start_daemon
+from ig_refresh_dagster_tests.test_daemon_e2e import (
+    TOKEN,
+    daemon_env,
+    dagster_home,
+    seed_demo,
+    start_daemon,
+)
 
 
 def wait_for_backfill(instance: DagsterInstance, backfill_id: str, deadline: float):
@@ -44,12 +47,9 @@ def test_backfill_by_query_runs_through_the_daemon_named_in_process_and_complete
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-    by_name = {a.username: a for a in demo_accounts()}
-    chosen = [by_name["bluebird.bakery"], by_name["sam.outdoors"], by_name["lena.fotografie"]]
-    seed_accounts(mongo_db, redis_client, chosen)
+    home = dagster_home(tmp_path)
+    names = ["bluebird.bakery", "sam.outdoors", "lena.fotografie"]
+    chosen = seed_demo(mongo_db, redis_client, names)
 
     with InstagramStandin(token=TOKEN) as standin:
         env = daemon_env(home, topics, redis_url_for_test, mongo_uri, standin)

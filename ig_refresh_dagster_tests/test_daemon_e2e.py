@@ -15,7 +15,13 @@ from bson import ObjectId
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
-from ig_refresh_dagster.devstack.seed import DemoEvent, demo_accounts, publish, seed_accounts
+from ig_refresh_dagster.devstack.seed import (
+    DemoAccount,
+    DemoEvent,
+    demo_accounts,
+    publish,
+    seed_accounts,
+)
 from ig_refresh_dagster.devstack.services import ServiceProcess
 from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 from ig_refresh_dagster.stores.cache import cache_key
@@ -34,6 +40,22 @@ def wait_for_runs(instance: DagsterInstance, count: int, deadline: float) -> lis
             return runs
         time.sleep(1)
     pytest.fail(f"runs did not finish: {[(r.tags, r.status) for r in runs]}")
+
+
+def dagster_home(tmp_path: Path) -> Path:
+    """A Dagster home with the project's dagster.yaml, as the deployment has."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def seed_demo(mongo_db, redis_client: redis.Redis, names: list[str]) -> list[DemoAccount]:
+    """The named fixture accounts, seeded as never refreshed."""
+    by_name = {a.username: a for a in demo_accounts()}
+    chosen = [by_name[name] for name in names]
+    seed_accounts(mongo_db, redis_client, chosen)
+    return chosen
 
 
 def daemon_env(
@@ -76,12 +98,8 @@ def test_daemon_processes_published_events_end_to_end(
     mongo_uri,
     mongo_db,
 ) -> None:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-    by_name = {a.username: a for a in demo_accounts()}
-    chosen = [by_name["acme.studio"], by_name["sam.outdoors"], by_name["lena.fotografie"]]
-    seed_accounts(mongo_db, redis_client, chosen)
+    home = dagster_home(tmp_path)
+    chosen = seed_demo(mongo_db, redis_client, ["acme.studio", "sam.outdoors", "lena.fotografie"])
     missing = str(ObjectId())
     events = [
         DemoEvent(label=a.username, value=refresh_event(a.account_id), account_id=a.account_id)

@@ -4,7 +4,6 @@ already queued."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +14,6 @@ from dagster import (
     DagsterRunStatus,
     SensorResult,
     build_sensor_context,
-    instance_for_test,
 )
 from dagster._core.test_utils import create_run_for_test
 
@@ -23,12 +21,6 @@ from ig_refresh_dagster.refresh.freshness import instagram_freshness_sensor
 from ig_refresh_dagster.refresh.tags import HANDLE, PRIORITY, SOURCE
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster_tests.refresh_helpers import job_resources, seed_account
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as inst:
-        yield inst
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ while an operator's explicit launch refreshes anyway."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from bson import ObjectId
-from dagster import DagsterInstance, instance_for_test
+from dagster import DagsterInstance
 from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.refresh.min_interval import skip_reason
@@ -17,7 +16,6 @@ from ig_refresh_dagster.refresh.tags import FORCE, SKIPPED, SOURCE
 from ig_refresh_dagster_tests.refresh_helpers import (
     BUSINESS_ID,
     graph_body,
-    job_resources,
     run_refresh,
     seed_account,
 )
@@ -27,17 +25,10 @@ EVENT = {SOURCE: "event"}
 
 
 @pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def resources(mongo_uri: str, redis_url_for_test: str, redis_client, httpserver: HTTPServer):
+def resources(resources, httpserver: HTTPServer):
+    """The shared resources, with Graph answering for @natgeo."""
     httpserver.expect_request(f"/v21.0/{BUSINESS_ID}").respond_with_json(graph_body("natgeo"))
-    return job_resources(
-        mongo_uri, redis_url_for_test, httpserver.url_for("/v21.0"), httpserver.url_for("")
-    )
+    return resources
 
 
 def refreshed_hours_ago(mongo_db, hours: float) -> str:
