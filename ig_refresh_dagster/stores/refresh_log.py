@@ -207,6 +207,13 @@ class RefreshLogStore:
             upsert=True,
         )
 
+    def skip(self, run_id: str, reason: str, now: datetime) -> None:
+        """The refresh was not needed (the entry exists: ``start`` wrote it)."""
+        self._coll.update_one(
+            {"runId": run_id},
+            {"$set": {"status": "SKIPPED", "completedAt": now, "reason": reason}},
+        )
+
     def fail(self, run_id: str, account_id: str, error: str, now: datetime) -> None:
         """Upsert, because a run can fail before its start entry was written."""
         self._coll.update_one(
