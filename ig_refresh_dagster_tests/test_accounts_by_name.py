@@ -12,7 +12,8 @@ from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.refresh.tags import HANDLE, SOURCE
 from ig_refresh_dagster_tests.conftest import Topics
-from ig_refresh_dagster_tests.kafka_helpers import refresh_event
+from ig_refresh_dagster_tests.kafka_helpers import kafka_resource as kafka
+from ig_refresh_dagster_tests.kafka_helpers import refresh_event, tick
 from ig_refresh_dagster_tests.refresh_helpers import (
     BUSINESS_ID,
     graph_body,
@@ -20,7 +21,6 @@ from ig_refresh_dagster_tests.refresh_helpers import (
     run_refresh,
     seed_account,
 )
-from ig_refresh_dagster_tests.test_sensor import kafka, tick
 
 
 @pytest.fixture
