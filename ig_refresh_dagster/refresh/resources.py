@@ -23,7 +23,12 @@ from ig_refresh_dagster.intake.dead_letters import DeadLetterPublisher
 from ig_refresh_dagster.intake.events import DEFAULT_MAX_MESSAGE_BYTES
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicReader
 from ig_refresh_dagster.stores.accounts import AccountStore
-from ig_refresh_dagster.stores.budget import HourlyBudget
+from ig_refresh_dagster.stores.budget import (
+    BUDGET_LIMIT_SETTINGS,
+    GRAPH_BUDGET,
+    SCRAPE_BUDGET,
+    HourlyBudget,
+)
 from ig_refresh_dagster.stores.cache import ProfileCache
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 from ig_refresh_dagster.stores.history import ProfileHistoryStore
@@ -172,8 +177,8 @@ class InstagramResource(ConfigurableResource):
     web_url: str = setting_field("INSTAGRAM_WEB_URL")
     access_token: str | None = setting_field("INSTAGRAM_ACCESS_TOKEN")
     business_account_id: str | None = setting_field("INSTAGRAM_BUSINESS_ACCOUNT_ID")
-    hourly_budget: int = setting_field("INSTAGRAM_HOURLY_BUDGET")
-    scrape_hourly_budget: int = setting_field("INSTAGRAM_SCRAPE_HOURLY_BUDGET")
+    hourly_budget: int = setting_field(BUDGET_LIMIT_SETTINGS[GRAPH_BUDGET])
+    scrape_hourly_budget: int = setting_field(BUDGET_LIMIT_SETTINGS[SCRAPE_BUDGET])
     media_limit: int = 12
     usage_threshold_percent: float = 90.0
     not_business_ttl_hours: int = 7 * 24
@@ -182,10 +187,10 @@ class InstagramResource(ConfigurableResource):
     timeout_seconds: float = 10.0
 
     def graph_budget(self) -> HourlyBudget:
-        return HourlyBudget(self.redis.client(), "graph", self.hourly_budget)
+        return HourlyBudget(self.redis.client(), GRAPH_BUDGET, self.hourly_budget)
 
     def scrape_budget(self) -> HourlyBudget:
-        return HourlyBudget(self.redis.client(), "scrape", self.scrape_hourly_budget)
+        return HourlyBudget(self.redis.client(), SCRAPE_BUDGET, self.scrape_hourly_budget)
 
     def insights_client(self) -> InsightsClient:
         """Owner-token insights; every Graph call is charged to the same fleet-wide budget as
