@@ -163,6 +163,7 @@ class MongoCheck:
             "mongodb",
             lambda: open_client(uri, timeout_ms=max(1, int(timeout * 1000))),
             lambda client: client.close(),
+            one_thread=True,
         )
 
     def __call__(self) -> tuple[bool, str]:
