@@ -24,7 +24,12 @@ from ig_refresh_dagster.intake.events import DEFAULT_MAX_MESSAGE_BYTES
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicReader
 from ig_refresh_dagster.refresh.tags import is_background
 from ig_refresh_dagster.stores.accounts import AccountStore
-from ig_refresh_dagster.stores.budget import HourlyBudget
+from ig_refresh_dagster.stores.budget import (
+    BUDGET_LIMIT_SETTINGS,
+    GRAPH_BUDGET,
+    SCRAPE_BUDGET,
+    HourlyBudget,
+)
 from ig_refresh_dagster.stores.budget_journal import BudgetJournal
 from ig_refresh_dagster.stores.budget_share import BackgroundBudget, BackgroundCapacity, measure
 from ig_refresh_dagster.stores.cache import ProfileCache
@@ -184,8 +189,8 @@ class InstagramResource(ConfigurableResource):
     web_url: str = setting_field("INSTAGRAM_WEB_URL")
     access_token: str | None = setting_field("INSTAGRAM_ACCESS_TOKEN")
     business_account_id: str | None = setting_field("INSTAGRAM_BUSINESS_ACCOUNT_ID")
-    hourly_budget: int = setting_field("INSTAGRAM_HOURLY_BUDGET")
-    scrape_hourly_budget: int = setting_field("INSTAGRAM_SCRAPE_HOURLY_BUDGET")
+    hourly_budget: int = setting_field(BUDGET_LIMIT_SETTINGS[GRAPH_BUDGET])
+    scrape_hourly_budget: int = setting_field(BUDGET_LIMIT_SETTINGS[SCRAPE_BUDGET])
     backfill_budget_percent: int = setting_field("INSTAGRAM_BACKFILL_BUDGET_PERCENT")
     freshness_days: int = setting_field("INSTAGRAM_FRESHNESS_DAYS")
     min_refresh_interval_hours: int = setting_field("INSTAGRAM_MIN_REFRESH_INTERVAL_HOURS")
@@ -223,10 +228,10 @@ class InstagramResource(ConfigurableResource):
         )
 
     def graph_budget(self) -> HourlyBudget:
-        return self._budget("graph", self.hourly_budget)
+        return self._budget(GRAPH_BUDGET, self.hourly_budget)
 
     def scrape_budget(self) -> HourlyBudget:
-        return self._budget("scrape", self.scrape_hourly_budget)
+        return self._budget(SCRAPE_BUDGET, self.scrape_hourly_budget)
 
     def insights_client(self) -> InsightsClient:
         """Owner-token insights; every Graph call is charged to the same fleet-wide budget as
