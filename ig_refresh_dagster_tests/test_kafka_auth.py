@@ -231,21 +231,6 @@ def test_the_ui_shows_the_password_variable_by_name_only(monkeypatch: pytest.Mon
     assert PASSWORD not in shown
 
 
-def test_the_ui_masks_a_password_written_into_the_code(tmp_path: Path) -> None:
-    """Someone wiring the resource by hand with a literal: the field is a Dagster secret."""
-    location = tmp_path / "hand_wired.py"
-    location.write_text(
-        "from dagster import Definitions\n"
-        "from ig_refresh_dagster.refresh.resources import KafkaResource\n"
-        "defs = Definitions(resources={'kafka': KafkaResource(\n"
-        f"    bootstrap_servers='b:9093', security_protocol='SASL_SSL', sasl_password={PASSWORD!r})"
-        "})\n"
-    )
-    values, shown = ui_resource_config(str(location), "defs")
-    assert values["sasl_password"]["type"] == "SECRET"
-    assert PASSWORD not in shown
-
-
 # --- the connection model ----------------------------------------------------------------------
 
 

@@ -46,10 +46,11 @@ GROUP_ID = "instagram-refresh-group"
 def setting_field(name: str) -> Any:
     """A resource field whose default is the settings table's, described by its variable.
 
-    Secret settings are marked as Dagster secret fields, so the UI masks a literal value too.
+    Secrets reach it as ``EnvVar`` (the UI shows the variable's name). It is deliberately not a
+    Dagster secret field: the launchpad scaffolds such a field as a masked literal
+    ``'********'``, and a run launched with that scaffold would use the mask as the value.
     """
-    secret = {"dagster__is_secret": True} if settings.SETTINGS[name].secret else None
-    return Field(default=settings.default(name), description=name, json_schema_extra=secret)
+    return Field(default=settings.default(name), description=name)
 
 
 class NotConfigured(RuntimeError):
