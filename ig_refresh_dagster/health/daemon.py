@@ -2,8 +2,9 @@
 
 Adapter around non-public ``DagsterInstance`` methods (``get_daemon_heartbeats``,
 ``get_required_daemon_types``, ``all_instigator_state``, ``get_ticks``, and the
-``InstigatorType``/``TickStatus`` enums they take), kept in this one module on purpose: the public route, the webserver's GraphQL, needs a webserver, and the sidecar must
-answer where none runs (the demo, a separate pod). These are read-only calls; the first two
+``InstigatorType``/``TickStatus`` enums they take), kept in this one module on purpose: the
+public route, the webserver's GraphQL, needs a webserver, and the sidecar must answer where none
+runs (the demo, a separate pod). These are read-only calls; the first two
 are what ``dagster-daemon liveness-check`` relies on, the last two what the UI's sensor page
 shows. Everything leaves this module as plain models, so nothing else touches Dagster types.
 """
