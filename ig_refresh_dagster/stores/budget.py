@@ -369,5 +369,5 @@ class HourlyBudget:
             if not is_transient(exc):
                 raise
             raise BudgetUnavailable(
-                f"budget store unavailable, refusing {self.name} calls: {describe(exc)}"
+                f"budget store unreachable or failing, refusing {self.name} calls: {describe(exc)}"
             ) from None
