@@ -24,6 +24,7 @@ setup(
         "redis==8.1.0",
         "lxml==6.1.3",
         "pydantic==2.14.4",
+        "prometheus-client==0.26.0",
     ],
     extras_require={
         # The embedded stack (README, "Embedded stack"): `make run`, `make demo` and the tests.

@@ -3,12 +3,14 @@ settings table, each set variable passed as an ``EnvVar`` so the UI never shows 
 
 from __future__ import annotations
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions, EnvVar, in_process_executor
 
 from ig_refresh_dagster import settings
 from ig_refresh_dagster.intake.connection import CONNECTION_SETTINGS
+from ig_refresh_dagster.refresh.backfill import backfill_by_query
 from ig_refresh_dagster.refresh.dead_runs import refresh_dead_run_reaper
 from ig_refresh_dagster.refresh.deferral_sensor import deferred_refresh_sensor
+from ig_refresh_dagster.refresh.freshness import instagram_freshness_sensor
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
 from ig_refresh_dagster.refresh.job import instagram_profile, instagram_refresh_job
 from ig_refresh_dagster.refresh.resources import (
@@ -65,19 +67,26 @@ def build_resources() -> dict[str, object]:
             business_account_id=env("INSTAGRAM_BUSINESS_ACCOUNT_ID"),
             hourly_budget=env_int("INSTAGRAM_HOURLY_BUDGET"),
             scrape_hourly_budget=env_int("INSTAGRAM_SCRAPE_HOURLY_BUDGET"),
+            backfill_budget_percent=env_int("INSTAGRAM_BACKFILL_BUDGET_PERCENT"),
+            freshness_days=env_int("INSTAGRAM_FRESHNESS_DAYS"),
+            min_refresh_interval_hours=env_int("INSTAGRAM_MIN_REFRESH_INTERVAL_HOURS"),
         ),
     }
 
 
 defs = Definitions(
     assets=[instagram_profile],
-    jobs=[instagram_refresh_job, storage_retention_job],
+    jobs=[instagram_refresh_job, backfill_by_query, storage_retention_job],
     schedules=[storage_retention_schedule],
     sensors=[
         instagram_refresh_sensor,
         deferred_refresh_sensor,
+        instagram_freshness_sensor,
         refresh_dead_run_reaper,
         refresh_log_reconciler,
     ],
     resources=build_resources(),
+    # Materialize, re-execute and backfills launched in the UI run the implicit asset job:
+    # in process, like the refresh job, instead of one process per step.
+    executor=in_process_executor,
 )

@@ -46,6 +46,9 @@ SETTINGS: dict[str, Setting] = {
         Setting(name="INSTAGRAM_WEB_URL", default="https://www.instagram.com"),
         Setting(name="INSTAGRAM_HOURLY_BUDGET", default=200),
         Setting(name="INSTAGRAM_SCRAPE_HOURLY_BUDGET", default=60),
+        Setting(name="INSTAGRAM_BACKFILL_BUDGET_PERCENT", default=50),
+        Setting(name="INSTAGRAM_FRESHNESS_DAYS", default=7),
+        Setting(name="INSTAGRAM_MIN_REFRESH_INTERVAL_HOURS", default=6),
         Setting(name="HOST", default="127.0.0.1"),
         Setting(name="PORT", default=3053),
         Setting(name="RUN_RETENTION_DAYS", default=30),
@@ -67,9 +70,11 @@ def source(name: str) -> str:
     """The variable that supplies ``name``: itself when set, else (following fallbacks) the
     first one that is set, else the last in the chain. The one place fallbacks are resolved."""
     setting = _setting(name)
-    while not is_set(setting.name) and setting.fallback is not None:
+    for _ in range(len(SETTINGS)):  # a chain longer than the table would be a cycle
+        if is_set(setting.name) or setting.fallback is None:
+            return setting.name
         setting = _setting(setting.fallback)
-    return setting.name
+    raise ValueError(f"{name}'s fallbacks form a cycle in the settings table")
 
 
 def value(name: str) -> str | None:

@@ -143,3 +143,13 @@ def mongo_db(mongo_uri: str):
     client = open_client(mongo_uri)
     yield client["ratecreator"]
     client.close()
+
+
+@pytest.fixture
+def resources(mongo_uri: str, redis_url_for_test: str, redis_client, httpserver) -> dict:
+    """The refresh job's resources on the test's services, with httpserver as Instagram."""
+    from ig_refresh_dagster_tests.refresh_helpers import job_resources
+
+    return job_resources(
+        mongo_uri, redis_url_for_test, httpserver.url_for("/v21.0"), httpserver.url_for("")
+    )

@@ -183,12 +183,15 @@ def test_health_is_the_old_consumers_body_and_touches_no_dependency(tmp_path: Pa
     assert (head_status, head_raw) == (200, b"")
 
 
-def test_unknown_path_is_404_json() -> None:
+def test_unknown_path_is_404_json_listing_every_route() -> None:
     with HealthServer(config()) as server:
-        status, headers, raw = request(server, "/metrics")
+        status, headers, raw = request(server, "/metrics/extra")
     assert status == 404
     assert headers["Content-Type"] == "application/json"
-    assert json.loads(raw)["error"] == "not found"
+    assert json.loads(raw) == {
+        "error": "not found",
+        "routes": ["/health", "/ready", "/metrics", "/accounts/<handle-or-id>/history?days=N"],
+    }
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "BREW"])

@@ -96,7 +96,6 @@ def test_events_for_one_account_in_one_tick_coalesce_under_the_last_events_key(
     assert requests[a].tags["ig-refresh/source-offset"] == f"{topics.refresh}:0:3"
     assert requests[a].tags["ig-refresh/coalesced-events"] == "2"
     assert "ig-refresh/coalesced-events" not in requests[b].tags
-    assert requests[a].tags["ig-refresh/account-id"] == a
 
 
 def test_each_account_is_requested_as_a_partition_once_per_tick(

@@ -10,7 +10,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
@@ -23,6 +24,7 @@ NOT_CONFIGURED = "not configured"
 HEALTH_CLIENT_NAME = "ig-refresh-health"
 
 Check = Callable[[], tuple[bool, str]]
+R = TypeVar("R")
 
 
 class CheckResult(BaseModel):
@@ -31,38 +33,50 @@ class CheckResult(BaseModel):
     latency_ms: float
 
 
-def run_checks(checks: Mapping[str, Check], timeout: float) -> dict[str, CheckResult]:
-    """Run every check at once in daemon threads and wait at most ``timeout`` for all of them.
+@dataclass
+class Outcome(Generic[R]):
+    """What one bounded task gave: its value, or why not (an exception, or the deadline)."""
 
-    A check still running at the deadline is reported as timed out and left to finish on its
+    value: R | None
+    error: str | None
+    latency_ms: float
+
+
+def run_bounded(tasks: Mapping[str, Callable[[], R]], timeout: float) -> dict[str, Outcome[R]]:
+    """Run every task at once in daemon threads and wait at most ``timeout`` for all of them.
+
+    A task still running at the deadline is reported as timed out and left to finish on its
     own (each client has its own timeout too); daemon threads never block process exit.
     """
-    results: dict[str, CheckResult] = {}
+    outcomes: dict[str, Outcome[R]] = {}
 
-    def run(name: str, check: Check) -> None:
+    def run(name: str, task: Callable[[], R]) -> None:
         started = time.perf_counter()
         try:
-            ok, detail = check()
+            outcomes[name] = Outcome(task(), None, _ms_since(started))
         except Exception as exc:
-            ok, detail = False, f"{type(exc).__name__}: {exc}"
-        results[name] = CheckResult(ok=ok, detail=detail, latency_ms=_ms_since(started))
+            outcomes[name] = Outcome(None, f"{type(exc).__name__}: {exc}", _ms_since(started))
 
     threads = {
-        name: threading.Thread(target=run, args=(name, check), name=f"ready-{name}", daemon=True)
-        for name, check in checks.items()
+        name: threading.Thread(target=run, args=(name, task), name=f"bounded-{name}", daemon=True)
+        for name, task in tasks.items()
     }
     for thread in threads.values():
         thread.start()
     deadline = time.monotonic() + timeout
     for thread in threads.values():
         thread.join(max(0.0, deadline - time.monotonic()))
-    return {name: results.get(name) or _timed_out(timeout) for name in checks}
+    late = Outcome[R](None, f"timed out after {timeout:g}s", round(timeout * 1000, 1))
+    return {name: outcomes.get(name) or late for name in tasks}
 
 
-def _timed_out(timeout: float) -> CheckResult:
-    return CheckResult(
-        ok=False, detail=f"timed out after {timeout:g}s", latency_ms=round(timeout * 1000, 1)
-    )
+def run_checks(checks: Mapping[str, Check], timeout: float) -> dict[str, CheckResult]:
+    """Every check at once, bounded by ``timeout``; a raising or late check is not ok."""
+    results = {}
+    for name, outcome in run_bounded(checks, timeout).items():
+        ok, detail = outcome.value if outcome.value is not None else (False, outcome.error or "")
+        results[name] = CheckResult(ok=ok, detail=detail, latency_ms=outcome.latency_ms)
+    return results
 
 
 def _ms_since(started: float) -> float:
@@ -149,6 +163,7 @@ class MongoCheck:
             "mongodb",
             lambda: open_client(uri, timeout_ms=max(1, int(timeout * 1000))),
             lambda client: client.close(),
+            one_thread=True,
         )
 
     def __call__(self) -> tuple[bool, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,26 @@ class Busy(RuntimeError):
 class KeptClient(Generic[C]):
     """One client, used by one check at a time, rebuilt after any failure."""
 
-    def __init__(self, name: str, open_: Callable[[], C], close: Callable[[C], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        open_: Callable[[], C],
+        close: Callable[[C], None],
+        one_thread: bool = False,
+    ) -> None:
+        """``one_thread``: open, use and close the client on one worker thread of its own, for
+        clients bound to the thread that made them (the embedded litemongo store's SQLite
+        connections are; every probe, scrape and page runs on a thread of its own)."""
         self.name = name
         self._open = open_
         self._close = close
         self._lock = threading.Lock()
         self._client: C | None = None
+        self._worker = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kept-{name}")
+            if one_thread
+            else None
+        )
         self.opened = 0  # how many clients this has built (exposed for tests and /ready)
 
     def use(self, action: Callable[[C], R], timeout: float) -> R:
@@ -41,16 +56,22 @@ class KeptClient(Generic[C]):
         if not self._lock.acquire(timeout=timeout):
             raise Busy(f"previous {self.name} check still running")
         try:
-            if self._client is None:
-                self._client = self._open()
-                self.opened += 1
-            try:
-                return action(self._client)
-            except BaseException:
-                self._discard()
-                raise
+            return self._on_worker(lambda: self._use(action))
         finally:
             self._lock.release()
+
+    def _on_worker(self, call: Callable[[], R]) -> R:
+        return call() if self._worker is None else self._worker.submit(call).result()
+
+    def _use(self, action: Callable[[C], R]) -> R:
+        if self._client is None:
+            self._client = self._open()
+            self.opened += 1
+        try:
+            return action(self._client)
+        except BaseException:
+            self._discard()
+            raise
 
     def close(self, timeout: float = 5.0) -> None:
         """Release the client; a use stuck past ``timeout`` must not block shutdown, so skip."""
@@ -58,7 +79,9 @@ class KeptClient(Generic[C]):
             log.warning("%s client still in use at shutdown; not closing it", self.name)
             return
         try:
-            self._discard()
+            self._on_worker(self._discard)
+            if self._worker is not None:
+                self._worker.shutdown(wait=False)
         finally:
             self._lock.release()
 

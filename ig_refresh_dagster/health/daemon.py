@@ -1,7 +1,9 @@
-"""What the Dagster instance knows about the daemon and the refresh sensor, read for ``/ready``.
+"""What the Dagster instance knows about the daemon and the refresh sensor, for ``/ready`` and
+``/metrics``.
 
 Adapter around non-public ``DagsterInstance`` methods (``get_daemon_heartbeats``,
-``get_required_daemon_types``, ``all_instigator_state``, ``get_ticks``, and the
+``get_required_daemon_types``, ``all_instigator_state`` (also for the sensor's saved cursor,
+which ``/metrics`` compares with the topic's offsets), ``get_ticks``, and the
 ``InstigatorType``/``TickStatus`` enums they take), kept in this one module on purpose: the
 public route, the webserver's GraphQL, needs a webserver, and the sidecar must answer where
 none runs (the demo, a separate pod). These are read-only calls; the first two
@@ -75,17 +77,11 @@ class DagsterInstanceView:
         ticked a sensor of that name (no state is stored until then)."""
 
         def read(instance: Any) -> SensorHistory | None:
-            from dagster._core.scheduler.instigation import InstigatorType, TickStatus
+            from dagster._core.scheduler.instigation import TickStatus
 
-            states = [
-                s
-                for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-                if s.instigator_name == name
-            ]
-            if not states:
+            state = _live_state(instance, name)
+            if state is None:
                 return None
-            # Several code locations may define the name; the one ticked last is the live one.
-            state = max(states, key=lambda s: _last_tick_start(s))
             origin_id, selector_id = state.instigator_origin_id, state.selector_id
             ticks = instance.get_ticks(origin_id, selector_id, limit=recent)
             good = instance.get_ticks(
@@ -104,8 +100,31 @@ class DagsterInstanceView:
 
         return self.instance.use(read, timeout)
 
+    def sensor_cursor(self, name: str, timeout: float) -> str | None:
+        """The cursor the daemon saved after the sensor's last good tick (read-only); None when
+        the sensor has never ticked or never set one."""
+
+        def read(instance: Any) -> str | None:
+            state = _live_state(instance, name)
+            return None if state is None else getattr(state.instigator_data, "cursor", None)
+
+        return self.instance.use(read, timeout)
+
     def close(self) -> None:
         self.instance.close()
+
+
+def _live_state(instance: Any, name: str) -> Any:
+    """The stored state of the sensor called ``name``; several code locations may define the
+    name, and the one ticked last is the live one. None until the daemon first ticks it."""
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    states = [
+        s
+        for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        if s.instigator_name == name
+    ]
+    return max(states, key=_last_tick_start) if states else None
 
 
 def _last_tick_start(state: Any) -> float:

@@ -51,14 +51,18 @@ class ReadinessProbe:
         self._answer: tuple[int, dict[str, Any]] | None = None
         self._answered_at = 0.0
         self._last_ok: dict[str, bool] = {}
-        self._clients: list[KeptClient[Any]] = []
+        # The kept clients, shared with ``/metrics`` and the history page: one per dependency.
+        self.mongo: KeptClient[Any] | None = None
+        self.redis: KeptClient[Any] | None = None
+        self.kafka_admin: KeptClient[Any] | None = None
+        self.view = DagsterInstanceView(config.dagster_home)
         self._checks = self._build_checks()
 
     def _build_checks(self) -> dict[str, Check]:
         c = self.config
         # Client-side timeouts a little under the probe's, so a real error usually wins the race.
         inner = c.check_timeout_seconds * 0.8
-        view = DagsterInstanceView(c.dagster_home)
+        view = self.view
         checks: dict[str, Check] = {
             "kafka": _fixed(False, NOT_CONFIGURED),
             "mongodb": _fixed(False, NOT_CONFIGURED),
@@ -69,20 +73,19 @@ class ReadinessProbe:
             ),
             "instagram_graph": _fixed(True, NOT_CONFIGURED),
         }
-        self._clients.append(view.instance)
         if c.kafka is not None:
             kafka = KafkaCheck(c.kafka, c.refresh_topic, c.dlq_topic, inner)
             checks["kafka"] = kafka
-            self._clients.append(kafka.admin)
+            self.kafka_admin = kafka.admin
         if c.mongodb_uri:
             mongo = MongoCheck(c.mongodb_uri, c.mongodb_database, inner)
             checks["mongodb"] = mongo
-            self._clients.append(mongo.client)
+            self.mongo = mongo.client
         redis = redis_client(c.redis_url, inner) if c.redis_url else None
         if redis is not None:
             checks["redis"] = RedisCheck(c.redis_url or "", redis, inner)
-            self._clients.append(redis)
-        token = c.instagram_access_token.get_secret_value() if c.instagram_access_token else None
+            self.redis = redis
+        token = c.token()
         if token:
             checks["instagram_graph"] = (
                 GraphCheck(token, redis, inner)
@@ -129,5 +132,6 @@ class ReadinessProbe:
             self._last_ok[name] = result.ok
 
     def close(self) -> None:
-        for client in self._clients:
-            client.close()
+        for client in (self.view.instance, self.kafka_admin, self.mongo, self.redis):
+            if client is not None:
+                client.close()

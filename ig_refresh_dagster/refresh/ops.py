@@ -36,6 +36,7 @@ from ig_refresh_dagster.instagram.errors import (
 )
 from ig_refresh_dagster.instagram.fetcher import FetchOutcome, ProfileFetcher
 from ig_refresh_dagster.partitions import is_account_id
+from ig_refresh_dagster.refresh.min_interval import name_run, skip_if_recent
 from ig_refresh_dagster.refresh.outcomes import InsightsOutcome, InsightsStatus
 from ig_refresh_dagster.refresh.resources import InstagramResource, MongoResource, RedisResource
 from ig_refresh_dagster.refresh.run_tags import tag_current_run
@@ -88,8 +89,10 @@ def _classified(context: OpExecutionContext, step: str) -> Iterator[None]:
         ) from None
 
 
-@op(retry_policy=TRANSIENT_RETRIES)
-def load_account(context: OpExecutionContext, mongo: MongoResource) -> AccountRecord:
+@op(retry_policy=TRANSIENT_RETRIES, out=Out(AccountRecord, is_required=False))
+def load_account(
+    context: OpExecutionContext, mongo: MongoResource, instagram: InstagramResource
+) -> Iterator[Output[AccountRecord]]:
     account_id = context.partition_key
     if not is_account_id(account_id):
         raise Failure(
@@ -108,8 +111,11 @@ def load_account(context: OpExecutionContext, mongo: MongoResource) -> AccountRe
             description=f"Account {account_id} has neither `handle` nor `accountId`",
             allow_retries=False,
         )
+    name_run(context, account)
+    if skip_if_recent(context, mongo, account, instagram.min_refresh_interval_hours, _now()):
+        return
     context.log.info(f"Refreshing @{account.username} (Account {account_id})")
-    return account
+    yield Output(account)
 
 
 @op(retry_policy=TRANSIENT_RETRIES, out=Out(FetchOutcome, is_required=False))
@@ -313,6 +319,7 @@ def write_refresh_log(
         summary,
         metadata={
             **metadata,
+            "username": profile.username,
             "source": profile.source,
             "method": profile.method,
             "changed_fields": ", ".join(update.changed) or "none",

@@ -7,12 +7,12 @@ Dagster UI shows where each one points and so tests can swap the configuration.
 from typing import Any, ClassVar
 
 import redis
-from dagster import ConfigurableResource
-from pydantic import Field
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
 
 from ig_refresh_dagster import settings
 from ig_refresh_dagster.instagram.errors import BudgetExhausted
-from ig_refresh_dagster.instagram.fetcher import ProfileFetcher
+from ig_refresh_dagster.instagram.fetcher import Budget, ProfileFetcher
 from ig_refresh_dagster.instagram.graph import GraphClient
 from ig_refresh_dagster.instagram.insights import InsightsClient
 from ig_refresh_dagster.instagram.scrape import ProfileScraper
@@ -22,9 +22,16 @@ from ig_refresh_dagster.intake.cursor import StartFrom
 from ig_refresh_dagster.intake.dead_letters import DeadLetterPublisher
 from ig_refresh_dagster.intake.events import DEFAULT_MAX_MESSAGE_BYTES
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicReader
+from ig_refresh_dagster.refresh.tags import is_background
 from ig_refresh_dagster.stores.accounts import AccountStore
-from ig_refresh_dagster.stores.budget import HourlyBudget
+from ig_refresh_dagster.stores.budget import (
+    BUDGET_LIMIT_SETTINGS,
+    GRAPH_BUDGET,
+    SCRAPE_BUDGET,
+    HourlyBudget,
+)
 from ig_refresh_dagster.stores.budget_journal import BudgetJournal
+from ig_refresh_dagster.stores.budget_share import BackgroundBudget, BackgroundCapacity, measure
 from ig_refresh_dagster.stores.cache import ProfileCache
 from ig_refresh_dagster.stores.clients import mongo_client, redis_client
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
@@ -39,10 +46,11 @@ GROUP_ID = "instagram-refresh-group"
 def setting_field(name: str) -> Any:
     """A resource field whose default is the settings table's, described by its variable.
 
-    Secret settings are marked as Dagster secret fields, so the UI masks a literal value too.
+    Secrets reach it as ``EnvVar`` (the UI shows the variable's name). It is deliberately not a
+    Dagster secret field: the launchpad scaffolds such a field as a masked literal
+    ``'********'``, and a run launched with that scaffold would use the mask as the value.
     """
-    secret = {"dagster__is_secret": True} if settings.SETTINGS[name].secret else None
-    return Field(default=settings.default(name), description=name, json_schema_extra=secret)
+    return Field(default=settings.default(name), description=name)
 
 
 class NotConfigured(RuntimeError):
@@ -182,14 +190,38 @@ class InstagramResource(ConfigurableResource):
     web_url: str = setting_field("INSTAGRAM_WEB_URL")
     access_token: str | None = setting_field("INSTAGRAM_ACCESS_TOKEN")
     business_account_id: str | None = setting_field("INSTAGRAM_BUSINESS_ACCOUNT_ID")
-    hourly_budget: int = setting_field("INSTAGRAM_HOURLY_BUDGET")
-    scrape_hourly_budget: int = setting_field("INSTAGRAM_SCRAPE_HOURLY_BUDGET")
+    hourly_budget: int = setting_field(BUDGET_LIMIT_SETTINGS[GRAPH_BUDGET])
+    scrape_hourly_budget: int = setting_field(BUDGET_LIMIT_SETTINGS[SCRAPE_BUDGET])
+    backfill_budget_percent: int = setting_field("INSTAGRAM_BACKFILL_BUDGET_PERCENT")
+    freshness_days: int = setting_field("INSTAGRAM_FRESHNESS_DAYS")
+    min_refresh_interval_hours: int = setting_field("INSTAGRAM_MIN_REFRESH_INTERVAL_HOURS")
     media_limit: int = 12
     usage_threshold_percent: float = 90.0
     not_business_ttl_hours: int = 7 * 24
     # A token error disables Graph for this token until it changes or this many hours pass.
     graph_disabled_ttl_hours: float = 24.0
     timeout_seconds: float = 10.0
+    _background: bool = PrivateAttr(default=False)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """A backfill or freshness run may use only its share of each budget."""
+        run = context.dagster_run
+        self._background = run is not None and is_background(run.tags)
+
+    def _charged(self, budget: HourlyBudget) -> Budget:
+        if self._background:
+            return BackgroundBudget(
+                self.budget_redis.client(), budget, self.backfill_budget_percent
+            )
+        return budget
+
+    def background_capacity(self) -> BackgroundCapacity:
+        """What the usable budgets leave to background refreshes right now: Graph counts
+        only while it is configured and its token is not known to be dead."""
+        budgets = [self.scrape_budget()]
+        if self.fetcher().graph_status() is None and self.access_token and self.business_account_id:
+            budgets.insert(0, self.graph_budget())
+        return measure(self.budget_redis.client(), budgets, self.backfill_budget_percent)
 
     def _budget(self, name: str, limit: int) -> HourlyBudget:
         return HourlyBudget(
@@ -197,15 +229,15 @@ class InstagramResource(ConfigurableResource):
         )
 
     def graph_budget(self) -> HourlyBudget:
-        return self._budget("graph", self.hourly_budget)
+        return self._budget(GRAPH_BUDGET, self.hourly_budget)
 
     def scrape_budget(self) -> HourlyBudget:
-        return self._budget("scrape", self.scrape_hourly_budget)
+        return self._budget(SCRAPE_BUDGET, self.scrape_hourly_budget)
 
     def insights_client(self) -> InsightsClient:
         """Owner-token insights; every Graph call is charged to the same fleet-wide budget as
         Business Discovery, so the hourly ceiling holds for all Graph traffic."""
-        budget = self.graph_budget()
+        budget = self._charged(self.graph_budget())
 
         def charge(subject: str) -> None:
             wait = budget.try_acquire()
@@ -233,8 +265,8 @@ class InstagramResource(ConfigurableResource):
         return ProfileFetcher(
             graph,
             ProfileScraper(self.web_url, timeout=self.timeout_seconds),
-            self.graph_budget(),
-            self.scrape_budget(),
+            self._charged(self.graph_budget()),
+            self._charged(self.scrape_budget()),
             FetchMemory(
                 self.redis.client(),
                 graph_disabled_ttl_seconds=int(self.graph_disabled_ttl_hours * 3600),

@@ -165,6 +165,16 @@ return merged
 )
 
 
+GRAPH_BUDGET = "graph"
+SCRAPE_BUDGET = "scrape"
+# Each fleet-wide budget and the setting holding its hourly limit: the refresh resources and the
+# sidecar's ``/metrics`` build the same budgets (same names, so the same Redis keys) from these.
+BUDGET_LIMIT_SETTINGS = {
+    GRAPH_BUDGET: "INSTAGRAM_HOURLY_BUDGET",
+    SCRAPE_BUDGET: "INSTAGRAM_SCRAPE_HOURLY_BUDGET",
+}
+
+
 class BudgetStatus(BaseModel):
     """What the budget looks like right now, for /ready and run metadata."""
 
@@ -359,5 +369,5 @@ class HourlyBudget:
             if not is_transient(exc):
                 raise
             raise BudgetUnavailable(
-                f"budget store unavailable, refusing {self.name} calls: {describe(exc)}"
+                f"budget store unreachable or failing, refusing {self.name} calls: {describe(exc)}"
             ) from None

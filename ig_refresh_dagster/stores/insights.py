@@ -53,16 +53,7 @@ class InsightsStore:
         self._coll = db[COLLECTION]
 
     def ensure_indexes(self) -> None:
-        """Unique among the documents this pipeline writes (ObjectId account, ISO day): any
-        other shape already in the collection can neither block the index nor collide."""
-        self._coll.create_index(
-            [("accountId", 1), ("day", 1)],
-            unique=True,
-            partialFilterExpression={
-                "accountId": {"$type": "objectId"},
-                "day": {"$type": "string"},
-            },
-        )
+        self._coll.create_index([("accountId", 1), ("day", 1)], unique=True)
 
     def save(self, account_id: str, insights: AccountInsights, now: datetime) -> None:
         self._coll.update_one(

@@ -67,14 +67,11 @@ class MongoWireStandin:
     def __init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
-        self._threads: list[threading.Thread] = []
         self._open: list[socket.socket] = []
         self._stopped = threading.Event()
 
     def __enter__(self) -> MongoWireStandin:
-        accept = threading.Thread(target=self._accept, daemon=True)
-        accept.start()
-        self._threads.append(accept)
+        threading.Thread(target=self._accept, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
