@@ -119,8 +119,9 @@ def _dlq(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     from ig_refresh_dagster.intake.replay import ReplayError, replay
 
-    bootstrap = settings.value("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
+    # The same TLS/SASL settings as the sensor and the sidecar.
+    connection = KafkaConnection.from_settings()
+    if connection is None:
         print("KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
         return 2
     selection = None
@@ -135,7 +136,6 @@ def _dlq(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(
                 "dlq replay needs a filter (--reason, --source-offset, --since, --until) or --all"
             )
-    connection = KafkaConnection(bootstrap_servers=bootstrap)
     dlq_topic = settings.value("INSTAGRAM_REFRESH_DLQ_TOPIC")
     try:
         records = read_dead_letters(connection, dlq_topic, args.limit)

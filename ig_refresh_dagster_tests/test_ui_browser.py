@@ -3,7 +3,8 @@
 Playwright drives Debian's Chromium (installed by `scripts/bootstrap`; Playwright downloads no
 browser here) against `dagster-webserver` and `dagster-daemon` on the embedded stack seeded with
 the demo accounts. It finds handles in the runs list, on a partition and on a backfill, and
-launches a backfill by query from the launchpad and watches it complete.
+launches a backfill by query from the launchpad and watches it complete. It also renders the
+health sidecar's follower-history page.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from ig_refresh_dagster.devstack.demo import prepare, start_dagster
 from ig_refresh_dagster.devstack.seed import demo_accounts
 from ig_refresh_dagster.devstack.services import free_port
 from ig_refresh_dagster.devstack.stack import EmbeddedStack, embedded_stack
+from ig_refresh_dagster.health.config import HealthConfig
+from ig_refresh_dagster.health.server import HealthServer
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = [
@@ -167,3 +170,21 @@ def test_backfill_by_query_launched_from_the_launchpad_completes(ui, instance, p
     page.get_by_text(BACKFILL_ACCOUNT).first.wait_for()
     page.screenshot(path=str(SHOTS / "backfill.png"))
     page.get_by_text("Succeeded").first.wait_for(timeout=10_000)
+
+
+def test_history_page_draws_the_accounts_followers(ui, instance, page) -> None:
+    """The sidecar's per-account chart, as a browser renders it."""
+    _, stack = ui
+    wait_until(lambda: succeeded(instance, "acme.studio"), "acme.studio's refresh")
+    config = HealthConfig(
+        host="127.0.0.1",
+        port=0,
+        mongodb_uri=stack.env["MONGODB_URI"],
+        mongodb_database=stack.setting("MONGODB_DATABASE"),
+    )
+    with HealthServer(config) as sidecar:
+        page.goto(f"http://127.0.0.1:{sidecar.port}/accounts/@acme.studio/history?days=30")
+        page.get_by_role("heading", name="@acme.studio").wait_for()
+        page.screenshot(path=str(SHOTS / "history.png"))
+        assert page.locator("svg circle").count() >= 1
+        assert page.locator("svg polyline").count() == 1
