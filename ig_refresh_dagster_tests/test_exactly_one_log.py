@@ -40,7 +40,7 @@ from ig_refresh_dagster_tests.refresh_helpers import (
     seed_account,
     web_profile_body,
 )
-from ig_refresh_dagster_tests.test_run_status_sensors import block_store, make_run, unblock_store
+from ig_refresh_dagster_tests.test_run_status_sensors import make_run, store_down
 
 JSON_PATH = "/api/v1/users/web_profile_info/"
 
@@ -133,11 +133,8 @@ def test_permanent_failure_is_not_retried(instance, mongo_db, mongo_uri) -> None
 def test_hook_with_mongo_down_still_requests_the_retry(instance, mongo_db, mongo_uri) -> None:
     """The entry is left to the log reconciler; the retry must not depend on MongoDB."""
     run = make_run(instance, str(ObjectId()))
-    path, moved = block_store(mongo_uri)
-    try:
+    with store_down(mongo_uri):
         fail_step(instance, run, mongo_uri, ServerSelectionTimeoutError("down"))
-    finally:
-        unblock_store(path, moved)
     assert instance.get_run_by_id(run.run_id).tags[RETRY_STEP_FAILURE_TAG] == "true"
     assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.NOT_STARTED
     assert list(mongo_db["DataRefreshLog"].find({"runId": run.run_id})) == []
@@ -147,12 +144,8 @@ def test_unreachable_embedded_store_is_transient_not_permanent(mongo_db, mongo_u
     """A blocked store folder (new clients) and a write-locked file (open clients) are what
     the embedded store's outage looks like; both must be retried, like MongoDB's network
     errors, rather than failing the refresh for good."""
-    path, moved = block_store(mongo_uri)
-    try:
-        with pytest.raises(ConnectionFailure, match="unreachable"):
-            open_client(mongo_uri)
-    finally:
-        unblock_store(path, moved)
+    with store_down(mongo_uri), pytest.raises(ConnectionFailure, match="unreachable"):
+        open_client(mongo_uri)
     mongo_db["DataRefreshLog"].insert_one({"runId": "warm-up"})
     lock = sqlite3.connect(
         Path(mongo_uri.removeprefix("litemongo://")) / "ratecreator" / "DataRefreshLog"

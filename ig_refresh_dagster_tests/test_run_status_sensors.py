@@ -4,7 +4,6 @@ whatever ended it (a crash, a cancel, a MongoDB outage when the run tried to clo
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from ig_refresh_dagster.refresh.job import instagram_refresh_job
 from ig_refresh_dagster.refresh.resources import MongoResource
 from ig_refresh_dagster.refresh.run_status import refresh_log_reconciler
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
+from ig_refresh_dagster_tests.store_faults import embedded_store_unreachable
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
@@ -126,19 +126,8 @@ def test_runs_still_in_flight_are_left_open(instance, mongo_db, mongo_uri) -> No
     assert log["status"] == "IN_PROGRESS"
 
 
-def block_store(mongo_uri: str) -> tuple[Path, Path]:
-    """Makes the embedded store unreachable: its folder moved away and a file in its place,
-    so nothing can open it (nor silently create an empty store there)."""
-    path = Path(mongo_uri.removeprefix("litemongo://"))
-    moved = path.with_name(path.name + ".away")
-    os.rename(path, moved)
-    path.write_text("")
-    return path, moved
-
-
-def unblock_store(path: Path, moved: Path) -> None:
-    path.unlink()
-    os.rename(moved, path)
+def store_down(mongo_uri: str):
+    return embedded_store_unreachable(Path(mongo_uri.removeprefix("litemongo://")))
 
 
 def test_entries_left_open_by_a_mongo_outage_are_closed_once_it_answers(
@@ -149,14 +138,11 @@ def test_entries_left_open_by_a_mongo_outage_are_closed_once_it_answers(
     RefreshLogStore(mongo_db).start(run.run_id, account_id, NOW)
     instance.report_run_failed(run, "fetch profile: MongoDB unreachable")
     first = reconcile(instance, mongo_uri)
-    path, moved = block_store(mongo_uri)
-    try:
+    with store_down(mongo_uri):
         during = reconcile(instance, mongo_uri, first.cursor)
         later_run = make_run(instance, account_id)
         instance.report_run_failed(later_run, "MongoDB unreachable")
         still_down = reconcile(instance, mongo_uri, during.cursor)
-    finally:
-        unblock_store(path, moved)
     assert "MongoDB unreachable" in still_down.skip_reason.skip_message
     assert entries(mongo_db, later_run.run_id) == []
     reconcile(instance, mongo_uri, still_down.cursor)

@@ -13,8 +13,6 @@ Dagster retried it. Every wait is bounded; every process is stopped by process g
 from __future__ import annotations
 
 import contextlib
-import os
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -40,6 +38,7 @@ from ig_refresh_dagster.stores.mongo import litemongo_uri, open_client
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.daemon_helpers import dagster_home, start_daemon
 from ig_refresh_dagster_tests.kafka_helpers import refresh_event
+from ig_refresh_dagster_tests.store_faults import embedded_store_unreachable
 
 TOKEN = "fault-token-do-not-log"
 JOB = "instagram_refresh_job"
@@ -85,13 +84,6 @@ class GatedStandin(InstagramStandin):
             return serve(environ, start_response)
 
         self._app = gated  # type: ignore[method-assign]
-
-
-def _write_lock(path: Path, timeout: float = 20.0) -> sqlite3.Connection:
-    """An open exclusive transaction on one SQLite file (retried while a writer finishes)."""
-    lock = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-    lock.execute("BEGIN EXCLUSIVE")
-    return lock
 
 
 class FaultStack:
@@ -153,26 +145,8 @@ class FaultStack:
 
     @contextlib.contextmanager
     def mongo_unreachable(self) -> Iterator[None]:
-        """The embedded store's files out of reach, for processes that have them open and for
-        new ones: its folder moved away with a file in its place (a new client cannot open
-        it, nor silently create an empty store there; root ignores chmod, so modes would not
-        do), and every collection file write-locked (a client that already has the files open
-        keeps reading, but every write fails with "database is locked")."""
-        away = self.mongo_dir.with_name("mongo.unreachable")
-        os.rename(self.mongo_dir, away)
-        self.mongo_dir.write_text("")
-        locks: list[sqlite3.Connection] = []
-        try:
-            for path in sorted((away / "ratecreator").iterdir()):
-                if not path.name.endswith(("-wal", "-shm", "-journal")):
-                    locks.append(_write_lock(path))
+        with embedded_store_unreachable(self.mongo_dir):
             yield
-        finally:
-            for lock in locks:
-                lock.rollback()
-                lock.close()
-            self.mongo_dir.unlink()
-            os.rename(away, self.mongo_dir)
 
     def create_dlq(self) -> None:
         self.topics.create(self.topics.dlq, 1)

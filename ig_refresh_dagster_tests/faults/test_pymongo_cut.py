@@ -17,6 +17,7 @@ from ig_refresh_dagster.refresh.ops import RETRY_STEP_FAILURE_TAG, load_account
 from ig_refresh_dagster.refresh.resources import MongoResource
 from ig_refresh_dagster.stores.mongo import STORE_UNAVAILABLE
 from ig_refresh_dagster_tests.faults.mongo_wire import CuttableProxy, MongoWireStandin
+from ig_refresh_dagster_tests.refresh_helpers import job_resources
 from ig_refresh_dagster_tests.test_exactly_one_log import fail_step
 from ig_refresh_dagster_tests.test_run_status_sensors import make_run
 
@@ -40,10 +41,15 @@ def test_cut_connection_is_transient_and_recovers_when_restored(proxy: CuttableP
         with pytest.raises(Exception) as during:
             mongo.refresh_log().start("run-during-cut", account_id, _now())
         assert isinstance(during.value, STORE_UNAVAILABLE), repr(during.value)
-        context = build_op_context(resources={"mongo": mongo}, partition_key=account_id)
+        # Redis and Instagram are never reached: the step stops at the store.
+        unused = "http://127.0.0.1:9"
+        instagram = job_resources(mongo.uri, "redis://127.0.0.1:9", unused, unused)["instagram"]
+        context = build_op_context(
+            resources={"mongo": mongo, "instagram": instagram}, partition_key=account_id
+        )
         with context, pytest.raises(ConnectionFailure):
             # The step re-raises it for its RetryPolicy rather than failing for good.
-            load_account(context)
+            list(load_account(context))  # a generator op runs as it is iterated
 
         proxy.restore()
         assert mongo.db().command("ping")["ok"] == 1.0
