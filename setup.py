@@ -24,6 +24,7 @@ setup(
         "redis==8.1.0",
         "lxml==6.1.3",
         "pydantic==2.14.4",
+        "prometheus-client==0.26.0",
     ],
     extras_require={
         # The embedded stack (README, "Embedded stack"): `make run`, `make demo` and the tests.
@@ -44,6 +45,8 @@ setup(
             "import-linter==2.17",
             "jsonschema==4.26.0",
             "playwright==1.65.2",
+            # test CA and broker certificates for the TLS front door (kafka_front_door.py)
+            "cryptography==50.0.2",
         ],
     },
     entry_points={"console_scripts": ["ig-refresh=ig_refresh_dagster.cli:main"]},

@@ -6,6 +6,9 @@
    with ``execute_in_process`` (what queueing, launching and the run process add).
 3. Event-log rows and bytes one daemon-launched refresh run writes (DEBUG included), with the
    repository's dagster.yaml; a count, not a time (README, "Bounded storage").
+4. A 20-partition backfill launched as the UI launches it (GraphQL ``launchPartitionBackfill``
+   against a running ``dagster-webserver``, runs submitted by the daemon's backfill loop) vs.
+   20 runs of other accounts requested by the Kafka sensor, each from launch to all SUCCESS.
 
 Run with ``make bench``. Nothing here is asserted; the numbers go into issue notes.
 """
@@ -20,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+import requests
+from bson import ObjectId
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, build_sensor_context
 
@@ -32,18 +37,30 @@ from ig_refresh_dagster.devstack.seed import (
     publish,
     seed_accounts,
 )
+from ig_refresh_dagster.devstack.services import free_port
 from ig_refresh_dagster.devstack.stack import (
     EMBEDDED_BROKER_FETCH_WAIT_MS,
+    EmbeddedStack,
     embedded_stack,
     venv_bin,
 )
 from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
-from ig_refresh_dagster.refresh.resources import KafkaResource
+from ig_refresh_dagster.refresh.resources import KafkaResource, MongoResource
 from ig_refresh_dagster.stores.mongo import open_client
 
 BACKLOG = 1000
 REPEATS = 3
+BACKFILL = 20
+LAUNCH_BACKFILL = """
+mutation ($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = REPEATS) -> float:
@@ -74,14 +91,15 @@ def bare_read(bootstrap: str, topic: str, partitions: int) -> int:
     return read
 
 
-def sensor_tick(instance: DagsterInstance, kafka: KafkaResource) -> int:
-    context = build_sensor_context(instance=instance, resources={"kafka": kafka})
-    result = instagram_refresh_sensor(context)
+def sensor_tick(instance: DagsterInstance, kafka: KafkaResource, mongo: MongoResource) -> int:
+    resources = {"kafka": kafka, "mongo": mongo}
+    with build_sensor_context(instance=instance, resources=resources) as context:
+        result = instagram_refresh_sensor(context)
     assert len(result.run_requests) == BACKLOG, len(result.run_requests)
     return len(result.run_requests)
 
 
-def bench_sensor(bootstrap: str, home: Path) -> tuple[float, float]:
+def bench_sensor(bootstrap: str, home: Path, mongo: MongoResource) -> tuple[float, float]:
     topic = "bench-backlog"
     ensure_topics(bootstrap, {topic: 3, f"{topic}.dlq": 1})
     ids = [f"{i:024x}" for i in range(1, BACKLOG + 1)]
@@ -95,7 +113,7 @@ def bench_sensor(bootstrap: str, home: Path) -> tuple[float, float]:
     )
     baseline = median_seconds(lambda: bare_read(bootstrap, topic, 3))
     instance = DagsterInstance.from_config(str(home))
-    tick = median_seconds(lambda: sensor_tick(instance, kafka))
+    tick = median_seconds(lambda: sensor_tick(instance, kafka, mongo))
     instance.dispose()
     return baseline, tick
 
@@ -151,19 +169,99 @@ def bench_refresh(stack, account_id: str) -> tuple[float, float, float, float, E
     )
 
 
+def seed_copies(db, account, count: int) -> list[str]:
+    """``count`` Accounts with their own ids and the same (Graph-answerable) handle."""
+    ids = [str(ObjectId()) for _ in range(count)]
+    db["Account"].insert_many(
+        [{"_id": ObjectId(i), "platform": "INSTAGRAM", "handle": account.username} for i in ids]
+    )
+    return ids
+
+
+def wait_all_succeeded(instance: DagsterInstance, ids: list[str], since: float) -> float:
+    """Seconds from ``since`` until every account's run succeeded."""
+    while True:
+        runs = instance.get_runs(RunsFilter(tags={"dagster/partition": ids}))
+        failed = [r.run_id for r in runs if r.status == DagsterRunStatus.FAILURE]
+        if failed:
+            raise RuntimeError(f"benchmark runs failed: {failed}")
+        done = [r for r in runs if r.status == DagsterRunStatus.SUCCESS]
+        if len(done) == len(ids):
+            return time.perf_counter() - since
+        if time.perf_counter() - since > 600:
+            raise RuntimeError(f"{len(done)} of {len(ids)} runs succeeded within 600 s")
+        time.sleep(0.2)
+
+
+def launch_ui_backfill(port: int, ids: list[str]) -> str:
+    params = {"partitionNames": ids, "assetSelection": [{"path": ["instagram_profile"]}]}
+    answer = requests.post(
+        f"http://127.0.0.1:{port}/graphql",
+        json={"query": LAUNCH_BACKFILL, "variables": {"params": params}},
+        timeout=60,
+    ).json()
+    result = answer["data"]["launchPartitionBackfill"]
+    if result["__typename"] != "LaunchBackfillSuccess":
+        raise RuntimeError(f"launchPartitionBackfill: {answer}")
+    return result["backfillId"]
+
+
+def bench_backfill(stack: EmbeddedStack, db, account) -> tuple[float, float, float]:
+    """Medians: 20 sensor runs, 20 UI-backfill runs, and the backfill's wait before its first
+    run exists (the daemon's backfill loop runs every 30 s). Needs the daemon running."""
+    port = free_port()
+    stack.launch(
+        "dagster-webserver",
+        [venv_bin("dagster-webserver"), "-w", WORKSPACE, "-h", "127.0.0.1", "-p", str(port)],
+        port=port,
+    )
+    instance = DagsterInstance.from_config(str(stack.dagster_home))
+    topic = stack.setting("INSTAGRAM_REFRESH_TOPIC")
+    by_sensor, by_backfill, first_run = [], [], []
+    for _ in range(REPEATS):
+        ids = seed_copies(db, account, BACKFILL)
+        started = time.perf_counter()
+        publish(
+            stack.env["KAFKA_BOOTSTRAP_SERVERS"],
+            topic,
+            [DemoEvent(label=i, value=event(i), account_id=i) for i in ids],
+        )
+        by_sensor.append(wait_all_succeeded(instance, ids, started))
+        print(f"{BACKFILL} runs by the sensor: {by_sensor[-1]:.1f}s", flush=True)
+
+        ids = seed_copies(db, account, BACKFILL)
+        instance.add_dynamic_partitions(instagram_accounts.name, ids)  # as listed in the UI
+        started, started_wall = time.perf_counter(), time.time()
+        backfill_id = launch_ui_backfill(port, ids)
+        by_backfill.append(wait_all_succeeded(instance, ids, started))
+        runs = instance.get_run_records(RunsFilter(tags={"dagster/backfill": backfill_id}))
+        first_run.append(min(r.create_timestamp.timestamp() for r in runs) - started_wall)
+        print(
+            f"{BACKFILL}-partition UI backfill: {by_backfill[-1]:.1f}s "
+            f"(first run after {first_run[-1]:.1f}s)",
+            flush=True,
+        )
+    instance.dispose()
+    return (
+        statistics.median(by_sensor),
+        statistics.median(by_backfill),
+        statistics.median(first_run),
+    )
+
+
 def main() -> None:
     with (
         tempfile.TemporaryDirectory() as tmp,
         embedded_stack(Path(tmp), Path(tmp) / "home") as stack,
     ):
+        # The refresh figures repeat one account: the minimum-interval guard would skip them.
+        stack.env["INSTAGRAM_MIN_REFRESH_INTERVAL_HOURS"] = "0"
         # This process runs the in-process baseline, so it reads the stack like the daemon does.
         os.environ.update(stack.env)
         account = next(a for a in demo_accounts() if a.expected == "graph")
         client = open_client(stack.env["MONGODB_URI"])
-        seed_accounts(
-            client["ratecreator"], redis.Redis.from_url(stack.env["REDIS_URL"]), [account]
-        )
-        client.close()
+        db = client[stack.setting("MONGODB_DATABASE")]
+        seed_accounts(db, redis.Redis.from_url(stack.env["REDIS_URL"]), [account])
         ensure_topics(
             stack.env["KAFKA_BOOTSTRAP_SERVERS"],
             {
@@ -171,8 +269,14 @@ def main() -> None:
                 stack.setting("INSTAGRAM_REFRESH_DLQ_TOPIC"): 1,
             },
         )
-        baseline, tick = bench_sensor(stack.env["KAFKA_BOOTSTRAP_SERVERS"], stack.dagster_home)
+        baseline, tick = bench_sensor(
+            stack.env["KAFKA_BOOTSTRAP_SERVERS"],
+            stack.dagster_home,
+            MongoResource(uri=stack.env["MONGODB_URI"]),
+        )
         in_process, e2e, in_run, to_request, footprint = bench_refresh(stack, account.account_id)
+        sensor_runs, backfill_runs, backfill_wait = bench_backfill(stack, db, account)
+        client.close()
     rows = [
         ("bare confluent-kafka read of 1,000 messages (baseline)", baseline, baseline),
         ("sensor tick on a 1,000-event backlog", tick, baseline),
@@ -180,10 +284,14 @@ def main() -> None:
         ("one refresh, run start → end inside the daemon run", in_run, in_process),
         ("one refresh, Kafka publish → run requested by sensor", to_request, in_process),
         ("one refresh, Kafka publish → run SUCCESS (daemon)", e2e, in_process),
+        (f"{BACKFILL} refreshes requested by the sensor → all SUCCESS", sensor_runs, sensor_runs),
+        (f"{BACKFILL}-partition UI backfill → all SUCCESS", backfill_runs, sensor_runs),
+        ("  of which: UI backfill → its first run exists", backfill_wait, sensor_runs),
     ]
     print(f"{'measure':54} {'seconds':>8} {'x baseline':>11}")
     for label, seconds, base in rows:
         print(f"{label:54} {seconds:8.3f} {seconds / base:11.1f}")
+    print(f"ratio UI backfill / sensor runs: {backfill_runs / sensor_runs:.2f} (target <= 1.5)")
     kinds = ", ".join(f"{kind} {n}" for kind, n in footprint.by_kind.items())
     print(
         f"\nevent log of one refresh run (daemon): {footprint.rows} rows, "

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ig_refresh_dagster import settings
 
@@ -29,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     retention.add_argument("--older-than-days", type=int, help="default: $RUN_RETENTION_DAYS or 30")
     retention.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     retention.add_argument("--max-runs", type=int, default=100_000, help="runs per pass")
+    _add_backfill(sub)
+    partitions = sub.add_parser("partitions", help="manage the instagram_accounts partitions")
+    cleanup = partitions.add_subparsers(dest="action", required=True).add_parser(
+        "cleanup", help="remove keys that are not account ids or whose Account no longer exists"
+    )
+    cleanup.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
     args, rest = parser.parse_known_args(argv)
     if args.command == "health":
         from ig_refresh_dagster.health.server import main as health_main
@@ -42,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from ig_refresh_dagster.refresh.retention import retention_command
 
         return retention_command(args.older_than_days, args.dry_run, args.max_runs)
+    if args.command == "backfill":
+        return _backfill(args)
+    if args.command == "partitions":
+        return _cleanup_partitions(args.dry_run)
     try:
         from ig_refresh_dagster.devstack.demo import run_demo, run_dev
         from ig_refresh_dagster.devstack.stack import data_dir
@@ -106,8 +119,9 @@ def _dlq(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     from ig_refresh_dagster.intake.replay import ReplayError, replay
 
-    bootstrap = settings.value("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
+    # The same TLS/SASL settings as the sensor and the sidecar.
+    connection = KafkaConnection.from_settings()
+    if connection is None:
         print("KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
         return 2
     selection = None
@@ -122,7 +136,6 @@ def _dlq(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(
                 "dlq replay needs a filter (--reason, --source-offset, --since, --until) or --all"
             )
-    connection = KafkaConnection(bootstrap_servers=bootstrap)
     dlq_topic = settings.value("INSTAGRAM_REFRESH_DLQ_TOPIC")
     try:
         records = read_dead_letters(connection, dlq_topic, args.limit)
@@ -177,6 +190,87 @@ def _replay_text(report: ReplayReport) -> str:
     ]
     lines += [f"  {i.dead_letter}  from {i.source}  {i.reason}: {i.outcome}" for i in report.items]
     return "\n".join(lines)
+
+
+def _add_backfill(sub: Any) -> None:
+    backfill = sub.add_parser(
+        "backfill",
+        help="refresh accounts chosen by a query, as a Dagster backfill",
+        description="Every criterion given must hold. Needs the production settings "
+        "(MONGODB_URI, REDIS_URL, ...) and DAGSTER_HOME of the deployment.",
+    )
+    backfill.add_argument(
+        "--handles-file", type=Path, help="handles or account ids, one per line (# comments)"
+    )
+    backfill.add_argument("--ids", nargs="+", default=[], metavar="ID", help="account ids")
+    backfill.add_argument("--stale-days", type=int, help="not refreshed for N days (or never)")
+    backfill.add_argument("--followers-min", type=int)
+    backfill.add_argument("--followers-max", type=int)
+    backfill.add_argument("--never-refreshed", action="store_true")
+    backfill.add_argument("--failed-days", type=int, help="a refresh failed in the last N days")
+    backfill.add_argument("--limit", type=int, help="at most N accounts, most overdue first")
+    backfill.add_argument(
+        "--dry-run", action="store_true", help="print count, sample and ETA; launch nothing"
+    )
+
+
+@contextmanager
+def _operator_resources() -> Iterator[Any]:
+    """The code location's own resources, initialised outside a run (EnvVars resolved)."""
+    from dagster import build_resources
+
+    from ig_refresh_dagster.definitions import build_resources as location_resources
+
+    resources = location_resources()
+    with build_resources({k: resources[k] for k in ("mongo", "instagram")}) as initialised:
+        yield initialised
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+    from pydantic import ValidationError
+
+    from ig_refresh_dagster.refresh.backfill import launch_backfill, plan_backfill
+    from ig_refresh_dagster.stores.selection import AccountQuery, query_errors
+
+    lines = []
+    if args.handles_file:
+        text = args.handles_file.read_text(encoding="utf-8")
+        lines = [line.split("#")[0].strip() for line in text.splitlines()]
+    try:
+        criteria = {f: getattr(args, f) for f in AccountQuery.model_fields if f != "accounts"}
+        query = AccountQuery(accounts=lines, **criteria)
+    except ValidationError as exc:
+        for error in query_errors(exc):
+            print(f"ig-refresh backfill: {error}", file=sys.stderr)
+        return 2
+    with _operator_resources() as resources:
+        plan = plan_backfill(query, resources.mongo, resources.instagram)
+    print("\n".join(plan.report()))
+    if args.dry_run or not plan.accounts:
+        print("dry run: nothing launched" if args.dry_run else "nothing to launch")
+        return 0
+    with DagsterInstance.get() as instance:
+        backfill_id = launch_backfill(instance, plan)
+    print(f"backfill {backfill_id} created: Dagster UI → Runs → Backfills shows its progress")
+    return 0
+
+
+def _cleanup_partitions(dry_run: bool) -> int:
+    from dagster import DagsterInstance
+
+    from ig_refresh_dagster.refresh.partition_cleanup import apply_cleanup, plan_cleanup
+    from ig_refresh_dagster.stores.selection import AccountSelector
+
+    with DagsterInstance.get() as instance, _operator_resources() as resources:
+        plan = plan_cleanup(instance, AccountSelector(resources.mongo.db()))
+        print("\n".join(plan.report()))
+        if dry_run:
+            print(f"dry run: {len(plan.keys)} partitions would be removed")
+            return 0
+        apply_cleanup(instance, plan)
+    print(f"removed {len(plan.keys)} partitions")
+    return 0
 
 
 if __name__ == "__main__":

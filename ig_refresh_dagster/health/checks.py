@@ -1,7 +1,7 @@
 """The dependency checks behind ``/ready``, and the runner that bounds them all by one timeout.
 
-Each check returns ``(ok, detail)``; client libraries are imported inside the checks so that
-importing this module stays cheap.
+Each check returns ``(ok, detail)`` and keeps its client open between probes (``KeptClient``);
+client libraries are imported inside so that importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -10,16 +10,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
+from ig_refresh_dagster.health.clients import Busy, KeptClient
 from ig_refresh_dagster.health.redact import redact_uri
+from ig_refresh_dagster.intake.connection import KafkaConnection
 
 NOT_CONFIGURED = "not configured"
+HEALTH_CLIENT_NAME = "ig-refresh-health"
 
 Check = Callable[[], tuple[bool, str]]
+R = TypeVar("R")
 
 
 class CheckResult(BaseModel):
@@ -28,131 +33,204 @@ class CheckResult(BaseModel):
     latency_ms: float
 
 
-def run_checks(checks: Mapping[str, Check], timeout: float) -> dict[str, CheckResult]:
-    """Run every check at once in daemon threads and wait at most ``timeout`` for all of them.
+@dataclass
+class Outcome(Generic[R]):
+    """What one bounded task gave: its value, or why not (an exception, or the deadline)."""
 
-    A check still running at the deadline is reported as timed out and left to finish on its
+    value: R | None
+    error: str | None
+    latency_ms: float
+
+
+def run_bounded(tasks: Mapping[str, Callable[[], R]], timeout: float) -> dict[str, Outcome[R]]:
+    """Run every task at once in daemon threads and wait at most ``timeout`` for all of them.
+
+    A task still running at the deadline is reported as timed out and left to finish on its
     own (each client has its own timeout too); daemon threads never block process exit.
     """
-    results: dict[str, CheckResult] = {}
+    outcomes: dict[str, Outcome[R]] = {}
 
-    def run(name: str, check: Check) -> None:
+    def run(name: str, task: Callable[[], R]) -> None:
         started = time.perf_counter()
         try:
-            ok, detail = check()
+            outcomes[name] = Outcome(task(), None, _ms_since(started))
         except Exception as exc:
-            ok, detail = False, f"{type(exc).__name__}: {exc}"
-        results[name] = CheckResult(ok=ok, detail=detail, latency_ms=_ms_since(started))
+            outcomes[name] = Outcome(None, f"{type(exc).__name__}: {exc}", _ms_since(started))
 
     threads = {
-        name: threading.Thread(target=run, args=(name, check), name=f"ready-{name}", daemon=True)
-        for name, check in checks.items()
+        name: threading.Thread(target=run, args=(name, task), name=f"bounded-{name}", daemon=True)
+        for name, task in tasks.items()
     }
     for thread in threads.values():
         thread.start()
     deadline = time.monotonic() + timeout
     for thread in threads.values():
         thread.join(max(0.0, deadline - time.monotonic()))
-    return {name: results.get(name) or _timed_out(timeout) for name in checks}
+    late = Outcome[R](None, f"timed out after {timeout:g}s", round(timeout * 1000, 1))
+    return {name: outcomes.get(name) or late for name in tasks}
 
 
-def _timed_out(timeout: float) -> CheckResult:
-    return CheckResult(
-        ok=False, detail=f"timed out after {timeout:g}s", latency_ms=round(timeout * 1000, 1)
-    )
+def run_checks(checks: Mapping[str, Check], timeout: float) -> dict[str, CheckResult]:
+    """Every check at once, bounded by ``timeout``; a raising or late check is not ok."""
+    results = {}
+    for name, outcome in run_bounded(checks, timeout).items():
+        ok, detail = outcome.value if outcome.value is not None else (False, outcome.error or "")
+        results[name] = CheckResult(ok=ok, detail=detail, latency_ms=outcome.latency_ms)
+    return results
 
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
 
-def check_kafka(bootstrap_servers: str | None, topic: str, timeout: float) -> tuple[bool, str]:
-    """Metadata from the brokers; a missing topic is reported but not fatal (the sensor waits)."""
-    if not bootstrap_servers:
-        return False, NOT_CONFIGURED
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
+class KafkaCheck:
+    """Broker metadata through one kept admin client: the refresh topic and its dead-letter topic.
 
-    admin = AdminClient(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "socket.timeout.ms": max(1000, int(timeout * 1000)),
-            # librdkafka would print every refused connection to stderr; route it to logging.
-            "logger": logging.getLogger("ig_refresh_dagster.health.kafka"),
-        }
-    )
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        return False, f"{bootstrap_servers} unreachable: {exc.args[0].str()}"
-    brokers = f"{len(metadata.brokers)} broker(s) at {bootstrap_servers}"
+    A missing refresh topic is reported but not fatal (the sensor waits for it); a missing or
+    broken dead-letter topic is fatal, because the first bad event would then fail every tick.
+    """
+
+    def __init__(
+        self, connection: KafkaConnection, topic: str, dlq_topic: str, timeout: float
+    ) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self.connection, self.timeout = connection, timeout
+        self.topic, self.dlq_topic = topic, dlq_topic
+        self._client_error: str | None = None
+        config = connection.client_config(
+            **{
+                "client.id": HEALTH_CLIENT_NAME,
+                "socket.timeout.ms": max(1000, int(timeout * 1000)),
+                # The reason a request failed (a refused login, a TLS error) reaches only the
+                # error callback; the answer carries it. Log lines would repeat it on every
+                # reconnect, so only critical ones go to logging (never to stderr).
+                "error_cb": self._on_client_error,
+                "log_level": 2,
+                "logger": logging.getLogger("ig_refresh_dagster.health.kafka"),
+            }
+        )
+        self.admin = KeptClient("kafka", lambda: AdminClient(config), lambda _admin: None)
+
+    def _on_client_error(self, error: Any) -> None:
+        self._client_error = error.str()
+
+    def _metadata(self, admin: Any) -> Any:
+        try:
+            return admin.list_topics(timeout=self.timeout)
+        finally:
+            admin.poll(0)  # serves the error callback
+
+    def __call__(self) -> tuple[bool, str]:
+        from confluent_kafka import KafkaException
+
+        where = self.connection.describe()
+        self._client_error = None
+        try:
+            metadata = self.admin.use(self._metadata, self.timeout)
+        except KafkaException as exc:
+            reason = f" ({self._client_error})" if self._client_error else ""
+            return False, f"{where} unreachable: {exc.args[0].str()}{reason}"
+        refresh_ok, refresh = _topic_state(metadata, self.topic, "topic")
+        dlq_ok, dlq = _topic_state(metadata, self.dlq_topic, "dead-letter topic")
+        detail = f"{len(metadata.brokers)} broker(s) at {where}; {refresh}; {dlq}"
+        if refresh_ok is None:  # missing refresh topic: the sensor waits, nothing is lost
+            refresh_ok = True
+        return bool(refresh_ok and dlq_ok), detail
+
+
+def _topic_state(metadata: Any, topic: str, label: str) -> tuple[bool | None, str]:
+    """(ok, text); ok is None when the topic does not exist."""
     found = metadata.topics.get(topic)
     if found is None:
-        return True, f"{brokers}; topic {topic!r} does not exist yet"
+        return None, f"{label} {topic!r} does not exist"
     if found.error is not None:
-        return True, f"{brokers}; topic {topic!r}: {found.error.str()}"
-    return True, f"{brokers}; topic {topic!r} exists with {len(found.partitions)} partition(s)"
+        return False, f"{label} {topic!r}: {found.error.str()}"
+    leaderless = [p.id for p in found.partitions.values() if p.error is not None or p.leader < 0]
+    if leaderless:
+        return False, f"{label} {topic!r}: no leader for partition(s) {sorted(leaderless)}"
+    return True, f"{label} {topic!r} has {len(found.partitions)} partition(s)"
 
 
-def check_mongodb(uri: str | None, database: str, timeout: float) -> tuple[bool, str]:
+class MongoCheck:
     """``ping`` on MongoDB; the embedded litemongo store has no server, so list its collections."""
-    if not uri:
-        return False, NOT_CONFIGURED
-    from ig_refresh_dagster.stores.mongo import open_client
 
-    client = open_client(uri, timeout_ms=max(1, int(timeout * 1000)))
-    try:
-        if urlsplit(uri).scheme in ("mongodb", "mongodb+srv"):
-            client.admin.command("ping")
-            return True, f"ping ok ({redact_uri(uri)})"
-        names = client[database].list_collection_names()
-        return True, f"{len(names)} collection(s) in {database!r} ({redact_uri(uri)})"
-    finally:
-        client.close()
+    def __init__(self, uri: str, database: str, timeout: float) -> None:
+        from ig_refresh_dagster.stores.mongo import open_client
+
+        self.uri, self.database, self.timeout = uri, database, timeout
+        self.client = KeptClient(
+            "mongodb",
+            lambda: open_client(uri, timeout_ms=max(1, int(timeout * 1000))),
+            lambda client: client.close(),
+            one_thread=True,
+        )
+
+    def __call__(self) -> tuple[bool, str]:
+        if urlsplit(self.uri).scheme in ("mongodb", "mongodb+srv"):
+            self.client.use(lambda c: c.admin.command("ping"), self.timeout)
+            return True, f"ping ok ({redact_uri(self.uri)})"
+        names = self.client.use(lambda c: c[self.database].list_collection_names(), self.timeout)
+        return True, f"{len(names)} collection(s) in {self.database!r} ({redact_uri(self.uri)})"
 
 
-def _redis_client(url: str, timeout: float) -> Any:
+def redis_client(url: str, timeout: float) -> KeptClient[Any]:
+    """One Redis connection for the Redis and Graph checks, named so ``CLIENT LIST`` shows it."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return KeptClient(
+        "redis",
+        lambda: redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            client_name=HEALTH_CLIENT_NAME,
+            # No retry: a probe reports, and a retry would stretch it past its deadline. (A
+            # connection the server closed while idle is replaced when the pool hands it out.)
+            retry=Retry(NoBackoff(), 0),
+        ),
+        lambda client: client.close(),
+    )
 
 
-def check_redis(url: str | None, timeout: float) -> tuple[bool, str]:
-    if not url:
-        return False, NOT_CONFIGURED
-    import redis
+class RedisCheck:
+    def __init__(self, url: str, client: KeptClient[Any], timeout: float) -> None:
+        self.url, self.client, self.timeout = url, client, timeout
 
-    client = _redis_client(url, timeout)
-    try:
-        client.ping()
-        return True, f"PONG from {redact_uri(url)}"
-    except redis.RedisError as exc:
-        return False, f"{redact_uri(url)} unreachable: {exc}"
-    finally:
-        client.close()
+    def __call__(self) -> tuple[bool, str]:
+        import redis
+
+        try:
+            self.client.use(lambda c: c.ping(), self.timeout)
+        except redis.RedisError as exc:
+            return False, f"{redact_uri(self.url)} unreachable: {exc}"
+        return True, f"PONG from {redact_uri(self.url)}"
 
 
-def check_instagram_graph(
-    token: str | None, redis_url: str | None, timeout: float
-) -> tuple[bool, str]:
+class GraphCheck:
     """Whether the fetcher has switched Graph off for this token (it then only scrapes)."""
-    if not token:
-        return True, NOT_CONFIGURED
-    if not redis_url:
-        return False, "unknown: REDIS_URL not configured"
-    import redis
 
-    from ig_refresh_dagster.instagram.graph import token_fingerprint
-    from ig_refresh_dagster.stores.fetch_memory import FetchMemory
+    def __init__(self, token: str, client: KeptClient[Any], timeout: float) -> None:
+        self.token, self.client, self.timeout = token, client, timeout
 
-    client = _redis_client(redis_url, timeout)
-    try:
-        client.ping()  # FetchMemory reads "nothing remembered" when Redis is down: not "enabled"
-        reason = FetchMemory(client).graph_disabled_reason(token_fingerprint(token))
-    except redis.RedisError as exc:
-        return False, f"unknown: Redis unreachable ({exc})"
-    finally:
-        client.close()
-    if reason:
-        return False, f"disabled: {reason}"
-    return True, "enabled"
+    def __call__(self) -> tuple[bool, str]:
+        import redis
+
+        from ig_refresh_dagster.instagram.graph import token_fingerprint
+        from ig_refresh_dagster.stores.fetch_memory import FetchMemory
+
+        try:
+            disabled = self.client.use(
+                lambda c: FetchMemory(c).graph_disabled(token_fingerprint(self.token)),
+                self.timeout,
+            )
+        except (redis.RedisError, Busy) as exc:
+            return False, f"unknown: Redis unreachable ({exc})"
+        if disabled is None:
+            return True, "enabled"
+        return False, (
+            f"disabled for this token until {disabled.until_iso()}, or until the token changes: "
+            f"{disabled.reason}"
+        )

@@ -1,26 +1,35 @@
-"""Where the sidecar looks: the pipeline's own settings table, so it checks the same Kafka,
-MongoDB and Redis that the runs use, with the same defaults."""
+"""Where the sidecar looks: the pipeline's own settings table, so it checks the same Kafka
+(with the same credentials), MongoDB and Redis that the runs use, with the same defaults."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ig_refresh_dagster import settings
+from ig_refresh_dagster.intake.connection import KafkaConnection
+from ig_refresh_dagster.stores.budget import BUDGET_LIMIT_SETTINGS
 
-# Sidecar field -> the setting it comes from.
+# Sidecar field -> the setting it comes from (Kafka's connection comes whole from KafkaConnection).
 FROM_SETTINGS = {
-    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
     "refresh_topic": "INSTAGRAM_REFRESH_TOPIC",
+    "dlq_topic": "INSTAGRAM_REFRESH_DLQ_TOPIC",
     "mongodb_uri": "MONGODB_URI",
     "mongodb_database": "MONGODB_DATABASE",
     "redis_url": "REDIS_URL",
+    "budget_redis_url": "INSTAGRAM_BUDGET_REDIS_URL",
+    "freshness_days": "INSTAGRAM_FRESHNESS_DAYS",
     "instagram_access_token": "INSTAGRAM_ACCESS_TOKEN",
     "port": "PORT",
     "host": "HOST",
 }
+REFRESH_SENSOR = "instagram_refresh_sensor"
+
+
+def _budget_limits(read: Any) -> dict[str, int]:
+    return {name: int(read(setting)) for name, setting in BUDGET_LIMIT_SETTINGS.items()}
 
 
 def _default(field: str) -> Any:
@@ -28,17 +37,32 @@ def _default(field: str) -> Any:
 
 
 class HealthConfig(BaseModel):
-    kafka_bootstrap_servers: str | None = _default("kafka_bootstrap_servers")
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    kafka: KafkaConnection | None = None
     refresh_topic: str = _default("refresh_topic")
+    dlq_topic: str = _default("dlq_topic")
     mongodb_uri: str | None = _default("mongodb_uri")
     mongodb_database: str = _default("mongodb_database")
     redis_url: str | None = _default("redis_url")
+    # The budgets may live in their own Redis (defaults to REDIS_URL).
+    budget_redis_url: str | None = _default("budget_redis_url")
     instagram_access_token: SecretStr | None = _default("instagram_access_token")
     port: int = _default("port")
     host: str = _default("host")
     dagster_home: str | None = None
     check_timeout_seconds: float = 3.0
+    # A probe flood is answered from one result per period (single-flight, then cached).
+    cache_seconds: float = 2.0
     daemon_staleness_seconds: float = 60.0
+    sensor_name: str = REFRESH_SENSOR
+    sensor_failed_ticks: int = 3
+    # 36 ticks at the sensor's 5 s interval; a tick submitting 500 runs took ~90 s here.
+    sensor_stale_seconds: float = 180.0
+    # ``/metrics`` queries each source at most once per period, however often it is scraped.
+    metrics_cache_seconds: float = 15.0
+    budget_limits: dict[str, int] = Field(default_factory=lambda: _budget_limits(settings.default))
+    freshness_days: int = _default("freshness_days")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> HealthConfig:
@@ -47,6 +71,21 @@ class HealthConfig(BaseModel):
         values: dict[str, Any] = {
             field: settings.value(name) for field, name in FROM_SETTINGS.items()
         }
+        values["kafka"] = KafkaConnection.from_settings()
         values["dagster_home"] = os.environ.get("DAGSTER_HOME") or None
+        values["budget_limits"] = _budget_limits(settings.int_value)
         values.update(overrides)
         return cls(**values)
+
+    def token(self) -> str | None:
+        """The Instagram access token, for the Graph checks only."""
+        token = self.instagram_access_token
+        return token.get_secret_value() or None if token is not None else None
+
+    def secrets(self) -> list[str]:
+        """Values that must never be shown, wherever they turn up (an error echoing a token)."""
+        candidates = [
+            self.instagram_access_token,
+            self.kafka.sasl_password if self.kafka else None,
+        ]
+        return [c.get_secret_value() for c in candidates if c is not None and c.get_secret_value()]

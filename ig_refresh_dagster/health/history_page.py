@@ -88,6 +88,21 @@ def render_chart(points: list[HistoryPoint]) -> str:
     )
 
 
+def _document(title: str, body: str) -> str:
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em;color:#222}"
+        "table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right}"
+        f"circle{{fill:#4f43dd}}</style></head><body>{body}</body></html>"
+    )
+
+
+def message_page(message: str) -> bytes:
+    """A page that only says ``message`` (no such account, store unavailable, bad query)."""
+    return _document("follower history", f"<p>{escape(message)}</p>").encode()
+
+
 def render_page(account: AccountRef, points: list[HistoryPoint], days: int) -> str:
     name = f"@{account.handle}" if account.handle else account.account_id
     rows = "".join(
@@ -95,18 +110,14 @@ def render_page(account: AccountRef, points: list[HistoryPoint], days: int) -> s
         f"<td>{_n(p.following)}</td><td>{_n(p.media_count)}</td></tr>"
         for p in reversed(points)
     )
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{escape(name)} · follower history</title>"
-        "<style>body{font-family:sans-serif;margin:2em;color:#222}"
-        "table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right}"
-        "circle{fill:#4f43dd}</style></head><body>"
+    return _document(
+        f"{name} · follower history",
         f"<h1>{escape(name)}</h1>"
         f"<p>Account <code>{escape(account.account_id)}</code> · followers per UTC day, "
         f"last {days} days</p>"
         f"{render_chart(points)}"
         "<table><thead><tr><th>day</th><th>followers</th><th>following</th><th>media</th></tr>"
-        f"</thead><tbody>{rows}</tbody></table></body></html>"
+        f"</thead><tbody>{rows}</tbody></table>",
     )
 
 

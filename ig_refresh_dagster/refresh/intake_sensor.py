@@ -18,21 +18,24 @@ from dagster import (
     SensorResult,
     sensor,
 )
+from pymongo.errors import PyMongoError
 
 from ig_refresh_dagster.intake.dead_letters import PublishReport
 from ig_refresh_dagster.intake.tick_plan import PlannedRun, TickPlan, plan_tick
 from ig_refresh_dagster.intake.topic_reader import TopicCursor
 from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster.refresh.job import instagram_refresh_job
-from ig_refresh_dagster.refresh.resources import KafkaResource
+from ig_refresh_dagster.refresh.resources import KafkaResource, MongoResource
+from ig_refresh_dagster.refresh.tags import PREFIX as TAG_PREFIX
+from ig_refresh_dagster.refresh.tags import event_tags
+from ig_refresh_dagster.stores.selection import AccountSelector
 
-TAG_PREFIX = "ig-refresh"
 LISTED = 10
 
 
-def run_request(run: PlannedRun) -> RunRequest:
+def run_request(run: PlannedRun, handle: str | None = None) -> RunRequest:
     tags = {
-        f"{TAG_PREFIX}/account-id": run.account_id,
+        **event_tags(handle),
         f"{TAG_PREFIX}/scheduled-at": run.scheduled_at,
         f"{TAG_PREFIX}/source-offset": run.source,
     }
@@ -68,6 +71,20 @@ def _log_plan(
     )
 
 
+def _handles(
+    context: SensorEvaluationContext, mongo: MongoResource, accounts: list[str]
+) -> dict[str, str]:
+    """One query for the whole tick. The handle only labels the run (the run tags itself when
+    it starts), so a store outage must not hold up intake."""
+    if not accounts:
+        return {}
+    try:
+        return AccountSelector(mongo.db()).handles(accounts)
+    except PyMongoError as exc:
+        context.log.warning(f"runs requested without handles, MongoDB did not answer: {exc}")
+        return {}
+
+
 @sensor(
     job=instagram_refresh_job,
     default_status=DefaultSensorStatus.RUNNING,
@@ -75,7 +92,7 @@ def _log_plan(
     description="Polls the Instagram refresh topic; one run per account per tick.",
 )
 def instagram_refresh_sensor(
-    context: SensorEvaluationContext, kafka: KafkaResource
+    context: SensorEvaluationContext, kafka: KafkaResource, mongo: MongoResource
 ) -> SensorResult:
     cursor, cursor_note = TopicCursor.parse(context.cursor, kafka.topic)
     if cursor_note:
@@ -92,11 +109,25 @@ def instagram_refresh_sensor(
     # One key per account (runs are already per account): duplicate keys in one request raise.
     # Keys that already exist are skipped by the daemon itself, which checks each one anyway.
     accounts = sorted({run.account_id for run in plan.runs})
+    handles = _handles(context, mongo, accounts)
     return SensorResult(
-        run_requests=[run_request(run) for run in plan.runs],
+        run_requests=[run_request(run, handles.get(run.account_id)) for run in plan.runs],
         cursor=polled.cursor.to_json(),
         dynamic_partitions_requests=(
             [instagram_accounts.build_add_request(accounts)] if accounts else []
         ),
-        skip_reason=None if polled.messages else f"no new messages on {kafka.topic}",
+        skip_reason=_skip_reason(plan, len(polled.messages), kafka.topic),
+    )
+
+
+def _skip_reason(plan: TickPlan, read: int, topic: str) -> str | None:
+    """Why a tick requested no run; a tick that only dead-lettered must not look idle."""
+    if plan.runs:
+        return None
+    if not read:
+        return f"no new messages on {topic}"
+    reasons = sorted({rejection.reason.value for _, rejection in plan.dead_letters})
+    return (
+        f"read {read} message(s), requested no run: {len(plan.dead_letters)} dead-lettered"
+        f" ({', '.join(reasons)})"
     )

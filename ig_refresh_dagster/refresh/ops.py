@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pymongo.errors
 import redis
 from dagster import (
     Backoff,
@@ -37,11 +36,14 @@ from ig_refresh_dagster.instagram.errors import (
 )
 from ig_refresh_dagster.instagram.fetcher import FetchOutcome, ProfileFetcher
 from ig_refresh_dagster.partitions import is_account_id
+from ig_refresh_dagster.refresh.min_interval import name_run, skip_if_recent
 from ig_refresh_dagster.refresh.outcomes import InsightsOutcome, InsightsStatus
 from ig_refresh_dagster.refresh.resources import InstagramResource, MongoResource, RedisResource
 from ig_refresh_dagster.refresh.run_tags import tag_current_run
 from ig_refresh_dagster.stores.accounts import AccountRecord, AccountUpdate
 from ig_refresh_dagster.stores.insights import owner_auth
+from ig_refresh_dagster.stores.mongo import STORE_UNAVAILABLE
+from ig_refresh_dagster.stores.redis_faults import StoreUnavailable
 
 TRANSIENT_RETRIES = RetryPolicy(
     max_retries=4, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
@@ -56,10 +58,14 @@ DEFERRAL_LIMIT = timedelta(days=3)
 OUTCOME_TAG = "ig-refresh/outcome"
 _TRANSIENT = (
     TransientError,
-    pymongo.errors.ConnectionFailure,
+    StoreUnavailable,
+    *STORE_UNAVAILABLE,
     redis.ConnectionError,
     redis.TimeoutError,
 )
+# Read by Dagster's run retries when the run fails: the instance retries crashed runs only
+# (`retry_on_asset_or_op_failure: false` in dagster.yaml); this tag opts one run in.
+RETRY_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
 
 
 def _now() -> datetime:
@@ -83,8 +89,10 @@ def _classified(context: OpExecutionContext, step: str) -> Iterator[None]:
         ) from None
 
 
-@op(retry_policy=TRANSIENT_RETRIES)
-def load_account(context: OpExecutionContext, mongo: MongoResource) -> AccountRecord:
+@op(retry_policy=TRANSIENT_RETRIES, out=Out(AccountRecord, is_required=False))
+def load_account(
+    context: OpExecutionContext, mongo: MongoResource, instagram: InstagramResource
+) -> Iterator[Output[AccountRecord]]:
     account_id = context.partition_key
     if not is_account_id(account_id):
         raise Failure(
@@ -103,8 +111,11 @@ def load_account(context: OpExecutionContext, mongo: MongoResource) -> AccountRe
             description=f"Account {account_id} has neither `handle` nor `accountId`",
             allow_retries=False,
         )
+    name_run(context, account)
+    if skip_if_recent(context, mongo, account, instagram.min_refresh_interval_hours, _now()):
+        return
     context.log.info(f"Refreshing @{account.username} (Account {account_id})")
-    return account
+    yield Output(account)
 
 
 @op(retry_policy=TRANSIENT_RETRIES, out=Out(FetchOutcome, is_required=False))
@@ -275,6 +286,8 @@ def write_refresh_log(
     profile = outcome.profile
     notes = [*outcome.notes, f"cache: {cache}"]
     with _classified(context, "write refresh log"):
+        # Upserts with the entry's identity: a re-execution that skipped load_account has
+        # written nothing yet.
         mongo.refresh_log().complete(
             context.run_id,
             profile.source,
@@ -283,6 +296,7 @@ def write_refresh_log(
             _now(),
             notes,
             insights=insights.model_dump(mode="json"),
+            account_id=context.partition_key,
         )
     numbers = {
         "followers": profile.followers_count,
@@ -305,6 +319,7 @@ def write_refresh_log(
         summary,
         metadata={
             **metadata,
+            "username": profile.username,
             "source": profile.source,
             "method": profile.method,
             "changed_fields": ", ".join(update.changed) or "none",
@@ -323,10 +338,23 @@ def _failure_text(context: HookContext) -> str:
 
 @failure_hook(required_resource_keys={"mongo"})
 def record_refresh_failure(context: HookContext) -> None:
-    """Turns the run's log entry FAILED once a step has failed for good (not on retries)."""
+    """Once a step has failed for good (not on its retries). A transient cause (a store or
+    network outage that outlasted the step's retries) is an infrastructure failure, so the run
+    asks Dagster for a run retry; a permanent one (unknown account, gone profile) does not.
+    Then the run's entry turns FAILED; if MongoDB is still down, the log reconciler
+    (run_status.py) closes it once MongoDB answers."""
+    transient = isinstance(context.op_exception, _TRANSIENT)
+    if transient:
+        context.instance.add_run_tags(context.run_id, {RETRY_STEP_FAILURE_TAG: "true"})
     run = context.instance.get_run_by_id(context.run_id)
     account_id = run.tags.get("dagster/partition", "") if run else ""
-    if is_account_id(account_id):
-        context.resources.mongo.refresh_log().fail(
-            context.run_id, account_id, _failure_text(context), _now()
+    if not is_account_id(account_id):
+        return
+    error = _failure_text(context) + ("; run retry requested" if transient else "")
+    try:
+        context.resources.mongo.refresh_log().fail(context.run_id, account_id, error, _now())
+    except STORE_UNAVAILABLE as exc:
+        context.log.warning(
+            f"DataRefreshLog entry not written ({type(exc).__name__}): the log reconciler "
+            "closes it once MongoDB answers"
         )

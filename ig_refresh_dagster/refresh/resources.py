@@ -4,7 +4,7 @@ The stores themselves (``stores/``, ``instagram/``) are plain Python; these clas
 Dagster UI shows where each one points and so tests can swap the configuration.
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 from dagster import ConfigurableResource, InitResourceContext
@@ -12,30 +12,44 @@ from pydantic import Field, PrivateAttr
 
 from ig_refresh_dagster import settings
 from ig_refresh_dagster.instagram.errors import BudgetExhausted
-from ig_refresh_dagster.instagram.fetcher import ProfileFetcher
+from ig_refresh_dagster.instagram.fetcher import Budget, ProfileFetcher
 from ig_refresh_dagster.instagram.graph import GraphClient
 from ig_refresh_dagster.instagram.insights import InsightsClient
 from ig_refresh_dagster.instagram.scrape import ProfileScraper
 from ig_refresh_dagster.instagram.transport import GraphTransport
-from ig_refresh_dagster.intake.connection import KafkaConnection
+from ig_refresh_dagster.intake.connection import CONNECTION_SETTINGS, KafkaConnection
 from ig_refresh_dagster.intake.cursor import StartFrom
 from ig_refresh_dagster.intake.dead_letters import DeadLetterPublisher
 from ig_refresh_dagster.intake.events import DEFAULT_MAX_MESSAGE_BYTES
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicReader
+from ig_refresh_dagster.refresh.tags import is_background
 from ig_refresh_dagster.stores.accounts import AccountStore
-from ig_refresh_dagster.stores.budget import HourlyBudget
+from ig_refresh_dagster.stores.budget import (
+    BUDGET_LIMIT_SETTINGS,
+    GRAPH_BUDGET,
+    SCRAPE_BUDGET,
+    HourlyBudget,
+)
+from ig_refresh_dagster.stores.budget_journal import BudgetJournal
+from ig_refresh_dagster.stores.budget_share import BackgroundBudget, BackgroundCapacity, measure
 from ig_refresh_dagster.stores.cache import ProfileCache
+from ig_refresh_dagster.stores.clients import mongo_client, redis_client
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 from ig_refresh_dagster.stores.history import ProfileHistoryStore
 from ig_refresh_dagster.stores.insights import InsightsStore
-from ig_refresh_dagster.stores.mongo import open_client
+from ig_refresh_dagster.stores.mongo import ensure_indexes_once
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
 
 GROUP_ID = "instagram-refresh-group"
 
 
 def setting_field(name: str) -> Any:
-    """A resource field whose default is the settings table's, described by its variable."""
+    """A resource field whose default is the settings table's, described by its variable.
+
+    Secrets reach it as ``EnvVar`` (the UI shows the variable's name). It is deliberately not a
+    Dagster secret field: the launchpad scaffolds such a field as a masked literal
+    ``'********'``, and a run launched with that scaffold would use the mask as the value.
+    """
     return Field(default=settings.default(name), description=name)
 
 
@@ -53,22 +67,29 @@ def _require(value: str | None, variable: str) -> str:
 
 
 class MongoResource(ConfigurableResource):
-    """MongoDB (pymongo) or the embedded litemongo store: ``Account`` and ``DataRefreshLog``."""
+    """MongoDB (pymongo) or the embedded litemongo store: ``Account``, ``DataRefreshLog``,
+    ``InstagramInsights`` and the budgets' journal."""
 
     uri: str | None = setting_field("MONGODB_URI")
     database: str = setting_field("MONGODB_DATABASE")
-    _client: Any = PrivateAttr(default=None)
 
     def db(self) -> Any:
         """Opened on first use, inside a step, so a store that is down is a retried step error
-        rather than a resource-init failure; the unique indexes are ensured once per process."""
-        if self._client is None:
-            client = open_client(_require(self.uri, "MONGODB_URI"))
-            RefreshLogStore(client[self.database]).ensure_indexes()
-            InsightsStore(client[self.database]).ensure_indexes()
-            ProfileHistoryStore(client[self.database]).ensure_indexes()
-            self._client = client
-        return self._client[self.database]
+        rather than a resource-init failure. The client is the process's one for this URI
+        (never closed per run); indexes are ensured once per process, and failing to create
+        one is logged, never a failed refresh."""
+        uri = _require(self.uri, "MONGODB_URI")
+        db = mongo_client(uri)[self.database]
+        ensure_indexes_once(
+            (uri, self.database),
+            [
+                RefreshLogStore(db).ensure_indexes,
+                InsightsStore(db).ensure_indexes,
+                ProfileHistoryStore(db).ensure_indexes,
+                BudgetJournal(db).ensure_indexes,
+            ],
+        )
+        return db
 
     def accounts(self) -> AccountStore:
         return AccountStore(self.db())
@@ -82,39 +103,46 @@ class MongoResource(ConfigurableResource):
     def history(self) -> ProfileHistoryStore:
         return ProfileHistoryStore(self.db())
 
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if self._client is not None:
-            self._client.close()
+    def budget_journal(self) -> BudgetJournal:
+        return BudgetJournal(self.db())
 
 
 class RedisResource(ConfigurableResource):
-    """Redis: the app's profile cache and the fleet-wide Instagram budget."""
+    """Redis: the app's profile cache and what the fetcher remembers."""
 
+    VARIABLE: ClassVar[str] = "REDIS_URL"
     url: str | None = setting_field("REDIS_URL")
-    _client: redis.Redis | None = PrivateAttr(default=None)
 
     def client(self) -> redis.Redis:
-        if self._client is None:
-            self._client = redis.Redis.from_url(
-                _require(self.url, "REDIS_URL"),
-                socket_timeout=3,
-                socket_connect_timeout=3,
-                health_check_interval=30,
-            )
-        return self._client
+        """The process's one client for this URL (never closed per run)."""
+        return redis_client(_require(self.url, self.VARIABLE))
 
     def cache(self) -> ProfileCache:
         return ProfileCache(self.client())
 
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if self._client is not None:
-            self._client.close()
+
+class BudgetRedisResource(RedisResource):
+    """The Redis that holds the fleet-wide budgets: ``REDIS_URL`` unless
+    ``INSTAGRAM_BUDGET_REDIS_URL`` names another one. It must run with ``maxmemory-policy
+    noeviction``; after a restart or failover the budgets rebuild themselves from the journal."""
+
+    VARIABLE: ClassVar[str] = "INSTAGRAM_BUDGET_REDIS_URL"
+    url: str | None = setting_field("INSTAGRAM_BUDGET_REDIS_URL")
 
 
 class KafkaResource(ConfigurableResource):
-    """The refresh topic, its dead-letter topic, and how much one sensor tick may read."""
+    """The refresh topic, its dead-letter topic, and how much one sensor tick may read.
+
+    The connection fields are ``KafkaConnection``'s, from the same settings; the password is
+    passed as ``EnvVar("KAFKA_SASL_PASSWORD")``, so the UI shows that name and never the value.
+    """
 
     bootstrap_servers: str | None = setting_field("KAFKA_BOOTSTRAP_SERVERS")
+    security_protocol: str | None = setting_field("KAFKA_SECURITY_PROTOCOL")
+    sasl_mechanism: str | None = setting_field("KAFKA_SASL_MECHANISM")
+    sasl_username: str | None = setting_field("KAFKA_SASL_USERNAME")
+    sasl_password: str | None = setting_field("KAFKA_SASL_PASSWORD")
+    ssl_ca_location: str | None = setting_field("KAFKA_SSL_CA_LOCATION")
     topic: str = setting_field("INSTAGRAM_REFRESH_TOPIC")
     dlq_topic: str = setting_field("INSTAGRAM_REFRESH_DLQ_TOPIC")
     start_from: str = setting_field("INSTAGRAM_REFRESH_START_FROM")
@@ -126,9 +154,8 @@ class KafkaResource(ConfigurableResource):
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     def connection(self) -> KafkaConnection:
-        return KafkaConnection(
-            bootstrap_servers=_require(self.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
-        )
+        _require(self.bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+        return KafkaConnection(**{field: getattr(self, field) for field in CONNECTION_SETTINGS})
 
     def reader(self) -> TopicReader:
         """Checks ``start_from`` on every tick, so a bad value fails loudly at once, not only
@@ -153,30 +180,64 @@ class KafkaResource(ConfigurableResource):
 
 
 class InstagramResource(ConfigurableResource):
-    """Graph API Business Discovery first, public-page scraping second, both budgeted in Redis."""
+    """Graph API Business Discovery first, public-page scraping second, both budgeted in Redis
+    (``budget_redis``) with the budgets' journal in MongoDB."""
 
     redis: RedisResource
+    budget_redis: BudgetRedisResource
+    mongo: MongoResource
     graph_api_url: str = setting_field("INSTAGRAM_GRAPH_API_URL")
     web_url: str = setting_field("INSTAGRAM_WEB_URL")
     access_token: str | None = setting_field("INSTAGRAM_ACCESS_TOKEN")
     business_account_id: str | None = setting_field("INSTAGRAM_BUSINESS_ACCOUNT_ID")
-    hourly_budget: int = setting_field("INSTAGRAM_HOURLY_BUDGET")
-    scrape_hourly_budget: int = setting_field("INSTAGRAM_SCRAPE_HOURLY_BUDGET")
+    hourly_budget: int = setting_field(BUDGET_LIMIT_SETTINGS[GRAPH_BUDGET])
+    scrape_hourly_budget: int = setting_field(BUDGET_LIMIT_SETTINGS[SCRAPE_BUDGET])
+    backfill_budget_percent: int = setting_field("INSTAGRAM_BACKFILL_BUDGET_PERCENT")
+    freshness_days: int = setting_field("INSTAGRAM_FRESHNESS_DAYS")
+    min_refresh_interval_hours: int = setting_field("INSTAGRAM_MIN_REFRESH_INTERVAL_HOURS")
     media_limit: int = 12
     usage_threshold_percent: float = 90.0
     not_business_ttl_hours: int = 7 * 24
+    # A token error disables Graph for this token until it changes or this many hours pass.
+    graph_disabled_ttl_hours: float = 24.0
     timeout_seconds: float = 10.0
+    _background: bool = PrivateAttr(default=False)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """A backfill or freshness run may use only its share of each budget."""
+        run = context.dagster_run
+        self._background = run is not None and is_background(run.tags)
+
+    def _charged(self, budget: HourlyBudget) -> Budget:
+        if self._background:
+            return BackgroundBudget(
+                self.budget_redis.client(), budget, self.backfill_budget_percent
+            )
+        return budget
+
+    def background_capacity(self) -> BackgroundCapacity:
+        """What the usable budgets leave to background refreshes right now: Graph counts
+        only while it is configured and its token is not known to be dead."""
+        budgets = [self.scrape_budget()]
+        if self.fetcher().graph_status() is None and self.access_token and self.business_account_id:
+            budgets.insert(0, self.graph_budget())
+        return measure(self.budget_redis.client(), budgets, self.backfill_budget_percent)
+
+    def _budget(self, name: str, limit: int) -> HourlyBudget:
+        return HourlyBudget(
+            self.budget_redis.client(), name, limit, journal=self.mongo.budget_journal()
+        )
 
     def graph_budget(self) -> HourlyBudget:
-        return HourlyBudget(self.redis.client(), "graph", self.hourly_budget)
+        return self._budget(GRAPH_BUDGET, self.hourly_budget)
 
     def scrape_budget(self) -> HourlyBudget:
-        return HourlyBudget(self.redis.client(), "scrape", self.scrape_hourly_budget)
+        return self._budget(SCRAPE_BUDGET, self.scrape_hourly_budget)
 
     def insights_client(self) -> InsightsClient:
         """Owner-token insights; every Graph call is charged to the same fleet-wide budget as
         Business Discovery, so the hourly ceiling holds for all Graph traffic."""
-        budget = self.graph_budget()
+        budget = self._charged(self.graph_budget())
 
         def charge(subject: str) -> None:
             wait = budget.try_acquire()
@@ -204,9 +265,12 @@ class InstagramResource(ConfigurableResource):
         return ProfileFetcher(
             graph,
             ProfileScraper(self.web_url, timeout=self.timeout_seconds),
-            self.graph_budget(),
-            self.scrape_budget(),
-            FetchMemory(self.redis.client()),
+            self._charged(self.graph_budget()),
+            self._charged(self.scrape_budget()),
+            FetchMemory(
+                self.redis.client(),
+                graph_disabled_ttl_seconds=int(self.graph_disabled_ttl_hours * 3600),
+            ),
             usage_threshold_percent=self.usage_threshold_percent,
             not_business_ttl_seconds=self.not_business_ttl_hours * 3600,
         )

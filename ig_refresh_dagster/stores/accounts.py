@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -30,6 +30,7 @@ class AccountRecord(BaseModel):
     id: str
     username: str | None
     cache_id: str | None
+    last_refresh: datetime | None = None
 
 
 class AccountUpdate(BaseModel):
@@ -38,12 +39,19 @@ class AccountUpdate(BaseModel):
     after: dict[str, Any]
 
 
-def _username(doc: dict[str, Any]) -> str | None:
+def username_of(doc: dict[str, Any]) -> str | None:
     for field in ("handle", "accountId"):
         value = doc.get(field)
         if isinstance(value, str) and value.strip().lstrip("@"):
             return value.strip().lstrip("@")
     return None
+
+
+def as_utc(value: Any) -> datetime | None:
+    """A stored time as aware UTC (MongoDB with ``tz_aware`` answers aware, litemongo naive)."""
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _snapshot(doc: dict[str, Any]) -> dict[str, Any]:
@@ -61,8 +69,9 @@ class AccountStore:
         cache_id = doc.get("accountId")
         return AccountRecord(
             id=account_id,
-            username=_username(doc),
+            username=username_of(doc),
             cache_id=str(cache_id) if cache_id not in (None, "") else None,
+            last_refresh=as_utc(doc.get("lastDataRefresh")),
         )
 
     def apply_refresh(

@@ -1,7 +1,8 @@
 """``DataRefreshLog``: one entry per Dagster run, keyed by run id.
 
-Every write is an upsert on ``runId``, so op retries and a re-executed step land on the same
-entry instead of adding another one.
+Every write is an upsert on ``runId`` that carries the entry's identity, so op retries land on
+the same entry, and a re-execution that skips ``load_account`` (which writes ``start``) still
+gets its own entry from whichever write comes first.
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ from pydantic import BaseModel, ConfigDict
 
 COLLECTION = "DataRefreshLog"
 PLATFORM = "INSTAGRAM"
+IN_PROGRESS = "IN_PROGRESS"
+RUN_ID_IS_STRING = {"runId": {"$type": "string"}}
+
+
+def by_run(run_id: str) -> dict[str, Any]:
+    """The filter for one run's entry. MongoDB's planner uses a partial index only for a query
+    it can prove to be a subset of the index's filter, and it proves that for ``$exists`` but
+    not for ``$type``: so the filter repeats the ``$type`` (``{runId: "x"}`` alone would scan
+    the collection)."""
+    return {"runId": {"$eq": run_id, **RUN_ID_IS_STRING["runId"]}}
 
 
 def _identity(run_id: str, account_id: str, now: datetime) -> dict[str, Any]:
@@ -58,15 +69,17 @@ class RefreshLogStore:
         self._coll = db[COLLECTION]
 
     def ensure_indexes(self) -> None:
-        self._coll.create_index("runId", unique=True)
+        """Unique among entries that have a run id: the old consumer's entries have none (and
+        there are thousands), so a plain unique index could not be built at all."""
+        self._coll.create_index("runId", unique=True, partialFilterExpression=RUN_ID_IS_STRING)
         self._coll.create_index([("status", 1), ("retryAt", 1)])
 
     def start(self, run_id: str, account_id: str, now: datetime) -> None:
         self._coll.update_one(
-            {"runId": run_id},
+            by_run(run_id),
             {
                 "$setOnInsert": _identity(run_id, account_id, now),
-                "$set": {"status": "IN_PROGRESS"},
+                "$set": {"status": IN_PROGRESS},
             },
             upsert=True,
         )
@@ -84,7 +97,7 @@ class RefreshLogStore:
         """The run ends without refreshing; ``deferred_refresh_sensor`` runs it again after
         ``retry_at``. ``since`` is when this chain of deferrals began."""
         self._coll.update_one(
-            {"runId": run_id},
+            by_run(run_id),
             {
                 "$setOnInsert": _identity(run_id, account_id, now),
                 "$set": {
@@ -102,7 +115,7 @@ class RefreshLogStore:
 
     def deferred_since(self, run_id: str) -> datetime | None:
         """When the chain of deferrals this run continues began (None: it continues none)."""
-        entry = self._coll.find_one({"runId": run_id}, {"deferredSince": 1})
+        entry = self._coll.find_one(by_run(run_id), {"deferredSince": 1})
         since = (entry or {}).get("deferredSince")
         return as_utc(since) if isinstance(since, datetime) else None
 
@@ -124,7 +137,7 @@ class RefreshLogStore:
         adopted, since = [], []
         for entry in candidates:
             claimed = self._coll.update_one(
-                {"runId": entry["runId"], **_not_retried_or_by(run_id)},
+                {**by_run(entry["runId"]), **_not_retried_or_by(run_id)},
                 {"$set": {"retriedBy": run_id}},
             )
             if claimed.matched_count:
@@ -136,7 +149,7 @@ class RefreshLogStore:
             chain: dict[str, Any] = {"retryOf": adopted}
             if since:
                 chain["deferredSince"] = min(since)
-            self._coll.update_one({"runId": run_id}, {"$set": chain})
+            self._coll.update_one(by_run(run_id), {"$set": chain})
         return adopted
 
     def due_deferrals(self, now: datetime, limit: int) -> list[DeferredRefresh]:
@@ -161,7 +174,7 @@ class RefreshLogStore:
     def mark_retried(self, deferred_run_id: str, run_id: str) -> None:
         """Records a retry run that Dagster already has, so the deferral is no longer open."""
         self._coll.update_one(
-            {"runId": deferred_run_id, "retriedBy": {"$exists": False}},
+            {**by_run(deferred_run_id), "retriedBy": {"$exists": False}},
             {"$set": {"retriedBy": run_id}},
         )
 
@@ -174,10 +187,13 @@ class RefreshLogStore:
         now: datetime,
         notes: list[str],
         insights: dict[str, Any] | None = None,
+        *,
+        account_id: str,
     ) -> None:
         self._coll.update_one(
-            {"runId": run_id},
+            by_run(run_id),
             {
+                "$setOnInsert": _identity(run_id, account_id, now),
                 "$set": {
                     "status": "COMPLETED",
                     "completedAt": now,
@@ -188,12 +204,20 @@ class RefreshLogStore:
                 },
                 "$unset": {"error": ""},
             },
+            upsert=True,
+        )
+
+    def skip(self, run_id: str, reason: str, now: datetime) -> None:
+        """The refresh was not needed (the entry exists: ``start`` wrote it)."""
+        self._coll.update_one(
+            {"runId": run_id},
+            {"$set": {"status": "SKIPPED", "completedAt": now, "reason": reason}},
         )
 
     def fail(self, run_id: str, account_id: str, error: str, now: datetime) -> None:
         """Upsert, because a run can fail before its start entry was written."""
         self._coll.update_one(
-            {"runId": run_id},
+            by_run(run_id),
             {
                 "$setOnInsert": _identity(run_id, account_id, now),
                 "$set": {"status": "FAILED", "completedAt": now, "error": error},
@@ -202,13 +226,39 @@ class RefreshLogStore:
         )
 
     def for_run(self, run_id: str) -> dict[str, Any] | None:
-        return self._coll.find_one({"runId": run_id})
+        return self._coll.find_one(by_run(run_id))
 
-    def close_open(self, run_id: str, account_id: str, error: str, now: datetime) -> bool:
-        """FAILED for a run that ended without its steps saying so (crash, cancel); a no-op
-        when the entry already has its final status. True when it wrote."""
+    def statuses(self, run_ids: list[str]) -> dict[str, str]:
+        """The status of each run's entry; runs without an entry are absent."""
+        found = self._coll.find(
+            {"runId": {"$in": run_ids, **RUN_ID_IS_STRING["runId"]}}, {"runId": 1, "status": 1}
+        )
+        return {doc["runId"]: doc.get("status", IN_PROGRESS) for doc in found}
+
+    def close_open(
+        self,
+        run_id: str,
+        account_id: str,
+        status: Literal["COMPLETED", "FAILED"],
+        detail: str,
+        now: datetime,
+    ) -> bool:
+        """Gives the entry of a run that ended without its steps saying so (crash, cancel, a
+        store outage at the end) the run's real outcome. Only a missing or ``IN_PROGRESS``
+        entry is written: whatever final status the run wrote itself is kept. True when it
+        wrote."""
         entry = self.for_run(run_id)
-        if entry is not None and entry.get("status") in ("COMPLETED", "FAILED"):
+        if entry is not None and entry.get("status", IN_PROGRESS) != IN_PROGRESS:
             return False
-        self.fail(run_id, account_id, error, now)
+        if status == "FAILED":
+            self.fail(run_id, account_id, detail, now)
+            return True
+        self._coll.update_one(
+            by_run(run_id),
+            {
+                "$setOnInsert": _identity(run_id, account_id, now),
+                "$set": {"status": status, "completedAt": now, "notes": [detail]},
+            },
+            upsert=True,
+        )
         return True
