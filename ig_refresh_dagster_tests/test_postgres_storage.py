@@ -39,14 +39,21 @@ def postgres_instance(
     shutil.copy(PROJECT_ROOT / "deploy" / "dagster-postgres.yaml", tmp_path / "dagster.yaml")
     for key, value in instance_env(postgres_database).items():
         monkeypatch.setenv(key, value)
-    instance = DagsterInstance.from_config(str(tmp_path))
-    yield instance
-    instance.dispose()
+    # Entered, so loading definitions reads this instance's state, not one an earlier test
+    # left behind in Dagster's context variable.
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        yield instance
 
 
 def test_refresh_run_on_postgres_storage(
-    postgres_instance: DagsterInstance, mongo_db, mongo_uri, redis_url_for_test, httpserver
+    postgres_instance: DagsterInstance,
+    mongo_db,
+    mongo_uri,
+    redis_url_for_test,
+    redis_client,
+    httpserver,
 ) -> None:
+    """``redis_client`` empties Redis first: an earlier test's Graph pause must not apply."""
     assert type(postgres_instance.run_storage).__name__ == "PostgresRunStorage"
     account_id = seed_account(mongo_db, handle="natgeo")
     httpserver.expect_request(f"/v21.0/{BUSINESS_ID}").respond_with_json(graph_body("natgeo"))

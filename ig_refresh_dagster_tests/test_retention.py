@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from dagster import (
     DagsterRunStatus,
     DefaultScheduleStatus,
     build_schedule_context,
-    instance_for_test,
 )
 from pytest_httpserver import HTTPServer
 
@@ -45,12 +43,6 @@ from ig_refresh_dagster_tests.refresh_helpers import (
 )
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as inst:
-        yield inst
 
 
 @pytest.fixture
