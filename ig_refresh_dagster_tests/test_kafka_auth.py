@@ -35,6 +35,8 @@ from ig_refresh_dagster.health.server import HealthServer
 from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicCursor, TopicReader
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
+from ig_refresh_dagster.refresh.resources import MongoResource
+from ig_refresh_dagster.stores.mongo import litemongo_uri
 from ig_refresh_dagster_tests.kafka_front_door import Certificates, KafkaFrontDoor
 from ig_refresh_dagster_tests.kafka_helpers import refresh_event
 
@@ -105,7 +107,12 @@ def evaluate_sensor() -> SensorResult:
     with (
         instance_for_test() as instance,
         build_sensor_context(
-            instance_ref=instance.get_ref(), resources={"kafka": build_resources()["kafka"]}
+            instance_ref=instance.get_ref(),
+            resources={
+                "kafka": build_resources()["kafka"],
+                # Handles are looked up in an empty store of the instance's own.
+                "mongo": MongoResource(uri=litemongo_uri(Path(instance.root_directory) / "mongo")),
+            },
         ) as context,
     ):
         result = instagram_refresh_sensor(context)
