@@ -22,17 +22,16 @@ def dagster_home(tmp_path: Path) -> Path:
     return home
 
 
-def start_daemon(
+def daemon_env(
     home: Path,
     topics: Topics,
     redis_url: str,
     mongo_uri: str,
     standin: InstagramStandin,
-    log_path: Path,
     **extra_env: str,
-) -> ServiceProcess:
-    """``dagster-daemon run -w workspace.yaml`` with only the variables it needs set."""
-    env = {
+) -> dict[str, str]:
+    """What the production deployment sets, pointed at the test's services, and nothing else."""
+    return {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "DAGSTER_HOME": str(home),
         "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
@@ -46,6 +45,10 @@ def start_daemon(
         "INSTAGRAM_BUSINESS_ACCOUNT_ID": BUSINESS_ID,
         **extra_env,
     }
+
+
+def launch_daemon(env: dict[str, str], log_path: Path) -> ServiceProcess:
+    """``dagster-daemon run -w workspace.yaml`` with ``env``; stop it with ``.stop()``."""
     workspace = str(PROJECT_ROOT / "workspace.yaml")
     daemon = str(Path(sys.executable).parent / "dagster-daemon")
     return ServiceProcess(
@@ -55,4 +58,18 @@ def start_daemon(
         log_path,
         env=env,
         cwd=PROJECT_ROOT,
+    )
+
+
+def start_daemon(
+    home: Path,
+    topics: Topics,
+    redis_url: str,
+    mongo_uri: str,
+    standin: InstagramStandin,
+    log_path: Path,
+    **extra_env: str,
+) -> ServiceProcess:
+    return launch_daemon(
+        daemon_env(home, topics, redis_url, mongo_uri, standin, **extra_env), log_path
     )

@@ -17,13 +17,8 @@ from ig_refresh_dagster.cli import main
 from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
 from ig_refresh_dagster.refresh.tags import HANDLE, PRIORITY, SOURCE
 from ig_refresh_dagster_tests.conftest import Topics
-from ig_refresh_dagster_tests.test_daemon_e2e import (
-    TOKEN,
-    daemon_env,
-    dagster_home,
-    seed_demo,
-    start_daemon,
-)
+from ig_refresh_dagster_tests.daemon_helpers import daemon_env, dagster_home, launch_daemon
+from ig_refresh_dagster_tests.test_daemon_e2e import TOKEN, seed_demo
 
 
 def wait_for_backfill(instance: DagsterInstance, backfill_id: str, deadline: float):
@@ -57,7 +52,7 @@ def test_backfill_by_query_runs_through_the_daemon_named_in_process_and_complete
             monkeypatch.setenv(name, value)
         assert main(["backfill", "--never-refreshed"]) == 0
         backfill_id = capsys.readouterr().out.split("backfill ")[-1].split()[0]
-        daemon = start_daemon(tmp_path, env)
+        daemon = launch_daemon(env, tmp_path / "daemon.log")
         instance = DagsterInstance.from_config(str(home))
         try:
             backfill = wait_for_backfill(instance, backfill_id, time.monotonic() + 240)

@@ -4,8 +4,6 @@ stand-in, with events published to Kafka exactly as the scheduler would."""
 
 from __future__ import annotations
 
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -22,10 +20,10 @@ from ig_refresh_dagster.devstack.seed import (
     publish,
     seed_accounts,
 )
-from ig_refresh_dagster.devstack.services import ServiceProcess
 from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 from ig_refresh_dagster.stores.cache import cache_key
 from ig_refresh_dagster_tests.conftest import Topics
+from ig_refresh_dagster_tests.daemon_helpers import daemon_env, dagster_home, launch_daemon
 from ig_refresh_dagster_tests.kafka_helpers import read_topic, refresh_event
 
 TOKEN = "e2e-token-do-not-log"
@@ -42,51 +40,12 @@ def wait_for_runs(instance: DagsterInstance, count: int, deadline: float) -> lis
     pytest.fail(f"runs did not finish: {[(r.tags, r.status) for r in runs]}")
 
 
-def dagster_home(tmp_path: Path) -> Path:
-    """A Dagster home with the project's dagster.yaml, as the deployment has."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-    return home
-
-
 def seed_demo(mongo_db, redis_client: redis.Redis, names: list[str]) -> list[DemoAccount]:
     """The named fixture accounts, seeded as never refreshed."""
     by_name = {a.username: a for a in demo_accounts()}
     chosen = [by_name[name] for name in names]
     seed_accounts(mongo_db, redis_client, chosen)
     return chosen
-
-
-def daemon_env(
-    home: Path, topics: Topics, redis_url: str, mongo_uri: str, standin: InstagramStandin
-) -> dict[str, str]:
-    """What the production deployment sets, pointed at the test's services."""
-    return {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "DAGSTER_HOME": str(home),
-        "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
-        "INSTAGRAM_REFRESH_TOPIC": topics.refresh,
-        "INSTAGRAM_REFRESH_DLQ_TOPIC": topics.dlq,
-        "REDIS_URL": redis_url,
-        "MONGODB_URI": mongo_uri,
-        "INSTAGRAM_GRAPH_API_URL": standin.graph_url,
-        "INSTAGRAM_WEB_URL": standin.web_url,
-        "INSTAGRAM_ACCESS_TOKEN": TOKEN,
-        "INSTAGRAM_BUSINESS_ACCOUNT_ID": "17841400000000000",
-    }
-
-
-def start_daemon(tmp_path: Path, env: dict[str, str]) -> ServiceProcess:
-    """``dagster-daemon run`` on the project's workspace; stop it with ``.stop()``."""
-    return ServiceProcess(
-        "dagster-daemon",
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(WORKSPACE)],
-        None,
-        tmp_path / "daemon.log",
-        env=env,
-        cwd=PROJECT_ROOT,
-    )
 
 
 @pytest.mark.timeout(240)
@@ -115,8 +74,9 @@ def test_daemon_processes_published_events_end_to_end(
     publish(topics.bootstrap, topics.refresh, events)
 
     with InstagramStandin(token=TOKEN) as standin:
-        daemon = start_daemon(
-            tmp_path, daemon_env(home, topics, redis_url_for_test, mongo_uri, standin)
+        daemon = launch_daemon(
+            daemon_env(home, topics, redis_url_for_test, mongo_uri, standin),
+            tmp_path / "daemon.log",
         )
         instance = DagsterInstance.from_config(str(home))
         try:

@@ -4,8 +4,6 @@ by the real sensor, summarised, replayed to the refresh topic, and read back by 
 from __future__ import annotations
 
 import re
-import shutil
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,8 +20,6 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from ig_refresh_dagster.cli import main
 from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
 from ig_refresh_dagster.devstack.seed import demo_accounts, seed_accounts
-from ig_refresh_dagster.devstack.services import ServiceProcess
-from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 from ig_refresh_dagster.intake import dlq_headers
 from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.dead_letter_log import DeadLetterSummary
@@ -32,6 +28,7 @@ from ig_refresh_dagster.intake.events import Rejection, RejectReason
 from ig_refresh_dagster.intake.messages import ConsumedMessage
 from ig_refresh_dagster.intake.replay import ReplayReport
 from ig_refresh_dagster_tests.conftest import Topics
+from ig_refresh_dagster_tests.daemon_helpers import dagster_home, start_daemon
 from ig_refresh_dagster_tests.kafka_helpers import (
     BIG,
     account_ids,
@@ -192,26 +189,8 @@ def running_daemon(
     tmp_path: Path, topics: Topics, redis_url: str, mongo_uri: str, standin: InstagramStandin
 ) -> Iterator[DagsterInstance]:
     """A real ``dagster-daemon`` over the code location, pointed at the test's services."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-    settings = {
-        "DAGSTER_HOME": str(home),
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
-        "INSTAGRAM_REFRESH_TOPIC": topics.refresh,
-        "INSTAGRAM_REFRESH_DLQ_TOPIC": topics.dlq,
-        "REDIS_URL": redis_url,
-        "MONGODB_URI": mongo_uri,
-        "INSTAGRAM_GRAPH_API_URL": standin.graph_url,
-        "INSTAGRAM_WEB_URL": standin.web_url,
-        "INSTAGRAM_ACCESS_TOKEN": TOKEN,
-        "INSTAGRAM_BUSINESS_ACCOUNT_ID": "17841400000000000",
-    }
-    argv = [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"]
-    process = ServiceProcess(
-        "dagster-daemon", argv, None, tmp_path / "daemon.log", env=settings, cwd=PROJECT_ROOT
-    )
+    home = dagster_home(tmp_path)
+    process = start_daemon(home, topics, redis_url, mongo_uri, standin, tmp_path / "daemon.log")
     instance = DagsterInstance.from_config(str(home))
     try:
         yield instance
