@@ -5,15 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from dagster import AssetCheckSeverity
+from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey
 from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.instagram.models import InstagramProfile
-from ig_refresh_dagster.refresh.checks import JumpRule, follower_jump, profile_complete
+from ig_refresh_dagster.partitions import instagram_accounts
+from ig_refresh_dagster.refresh.checks import ASSET, JumpRule, follower_jump, profile_complete
 from ig_refresh_dagster_tests.refresh_helpers import (
     BUSINESS_ID,
     graph_body,
     graph_error,
+    real_defs,
     run_refresh,
     seed_account,
     web_profile_body,
@@ -89,3 +91,27 @@ def test_a_jump_and_a_dead_token_warn_in_the_run(
     assert checks["follower_jump"].metadata["change"].value == 7_000
     assert not checks["graph_enabled"].passed
     assert checks["graph_enabled"].severity == AssetCheckSeverity.WARN
+
+
+def test_running_the_checks_without_the_refresh_says_how_to_evaluate_them(
+    mongo_db, resources, instance, httpserver: HTTPServer
+) -> None:
+    """The UI's "Execute" on a check alone selects the checks without the asset: they judge what
+    a refresh stored, so the run fails at once saying so, and nothing is fetched or written."""
+    account_id = seed_account(mongo_db, handle="natgeo")
+    instance.add_dynamic_partitions(instagram_accounts.name, [account_id])
+    refresh_job = real_defs(resources).resolve_job_def("instagram_refresh_job")
+    job = refresh_job.get_subset(
+        asset_selection=set(),
+        asset_check_selection={AssetCheckKey(AssetKey(ASSET), "graph_enabled")},
+    )
+
+    result = job.execute_in_process(
+        partition_key=account_id, instance=instance, raise_on_error=False
+    )
+
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert f"materialize {ASSET} for this account" in failure.step_failure_data.error.message
+    assert httpserver.log == []
+    assert list(mongo_db["DataRefreshLog"].find({})) == []

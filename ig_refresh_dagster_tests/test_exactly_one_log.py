@@ -1,8 +1,9 @@
-"""Exactly one DataRefreshLog per run in the paths the steps themselves write: a re-execution
-from failure (``load_account`` skipped), and a step that failed for good, transiently or not."""
+"""Exactly one DataRefreshLog per run in the paths the refresh itself writes: a re-execution
+from failure, and a refresh that failed for good, transiently or not."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -17,7 +18,6 @@ from dagster import (
     Failure,
     JobDefinition,
     ReexecutionOptions,
-    build_hook_context,
     execute_job,
     instance_for_test,
     reconstructable,
@@ -26,11 +26,7 @@ from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.partitions import instagram_accounts
-from ig_refresh_dagster.refresh.ops import (
-    RETRY_STEP_FAILURE_TAG,
-    load_account,
-    record_refresh_failure,
-)
+from ig_refresh_dagster.refresh.failures import RETRY_STEP_FAILURE_TAG, record_failure
 from ig_refresh_dagster.refresh.resources import MongoResource
 from ig_refresh_dagster.stores.mongo import STORE_UNAVAILABLE, open_client
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
@@ -73,7 +69,7 @@ def test_reexecution_from_failure_writes_its_own_entry(
     account_id = seed_account(mongo_db, handle="janedoe")
     job = reconstructable(scrape_only_refresh_job)
     tags = {"dagster/partition": account_id}
-    # A permanent failure in fetch_profile: load_account has run and opened the entry.
+    # A permanent failure in the fetch stage, after the load stage opened the entry.
     httpserver.expect_oneshot_request(JSON_PATH).respond_with_data("", status=404)
     httpserver.expect_oneshot_request("/janedoe/").respond_with_data("gone", status=404)
     with instance_for_test() as instance:
@@ -84,10 +80,6 @@ def test_reexecution_from_failure_writes_its_own_entry(
         options = ReexecutionOptions.from_failure(first.run_id, instance)
         with execute_job(job, instance, tags=tags, reexecution_options=options) as second:
             assert second.success
-            skipped = {"instagram_profile.load_account"} - set(
-                second.dagster_run.step_keys_to_execute or []
-            )
-            assert skipped == {"instagram_profile.load_account"}
 
     (failed,) = list(mongo_db["DataRefreshLog"].find({"runId": first.run_id}))
     assert failed["status"] == "FAILED"
@@ -99,14 +91,10 @@ def test_reexecution_from_failure_writes_its_own_entry(
 
 
 def fail_step(instance: DagsterInstance, run, mongo_uri: str, exc: BaseException) -> None:
-    with build_hook_context(
-        resources={"mongo": MongoResource(uri=mongo_uri)},
-        op=load_account,
-        run_id=run.run_id,
-        op_exception=exc,
-        instance=instance,
-    ) as context:
-        record_refresh_failure.decorated_fn(context)
+    """What the refresh step does when its last attempt raised ``exc``."""
+    account_id = run.tags["dagster/partition"]
+    mongo = MongoResource(uri=mongo_uri)
+    record_failure(instance, run.run_id, account_id, mongo, exc, logging.getLogger(__name__))
 
 
 def test_outage_that_outlasts_step_retries_asks_for_a_run_retry(

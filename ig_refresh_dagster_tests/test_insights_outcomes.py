@@ -15,7 +15,7 @@ from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
 from ig_refresh_dagster.devstack.seed import demo_accounts, seed_accounts
-from ig_refresh_dagster.refresh.ops import TRANSIENT_RETRIES
+from ig_refresh_dagster.refresh.failures import TRANSIENT_RETRIES
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster_tests.refresh_helpers import (
     BUSINESS_ID,
@@ -106,8 +106,9 @@ def test_insights_error_is_reported_and_the_refresh_completes(
 def test_transient_insights_error_that_exhausts_its_retries_is_reported(
     mongo_db, redis_client, httpserver: HTTPServer, owned_account, resources, instance
 ) -> None:
-    """Graph answers 503 every time: the step retries (with backoff, about 30 s in all), then
-    reports the failure, and the refresh completes."""
+    """Graph answers 503 every time: the step retries (with backoff, about 30 s in all) from
+    the insights stage, then reports the failure, and the refresh completes. The profile is
+    fetched once: the retried attempts resume after the upsert."""
     httpserver.expect_request(INSIGHTS_PATH).respond_with_data("upstream down", status=503)
 
     result = run_refresh(owned_account, resources, instance)
@@ -117,7 +118,7 @@ def test_transient_insights_error_that_exhausts_its_retries_is_reported(
     assert insights["status"] == "failed"
     assert "503" in insights["detail"]
     retries = instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
-    assert {e.step_key for e in retries} == {"instagram_profile.collect_insights"}
+    assert {e.step_key for e in retries} == {"instagram_profile"}
     assert len(retries) == TRANSIENT_RETRIES.max_retries
     insights_calls = [r for r, _ in httpserver.log if r.path == INSIGHTS_PATH]
     assert len(insights_calls) == TRANSIENT_RETRIES.max_retries + 1

@@ -209,6 +209,7 @@ def test_every_event_is_one_completed_refresh_with_exactly_one_log(topology: Top
 def test_each_refresh_stays_within_the_event_log_row_bound(topology: Topology) -> None:
     footprints = {run_id: run_footprint(topology.instance, run_id) for run_id in topology.run_ids}
     worst = max(footprints.values(), key=lambda f: f.rows)
+    print("TOPOLOGY-FOOTPRINT", worst.model_dump())
     assert worst.rows <= MAX_EVENT_ROWS_PER_REFRESH, worst.model_dump()
     assert "log line (DEBUG)" not in worst.by_kind, worst.model_dump()
     # The public API's count is the event_logs table's own.

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from dagster import DagsterEventType, DagsterInstance, Failure, build_op_context
+from dagster import DagsterEventType, DagsterInstance, Failure
 from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.devstack.services import free_port, redis_url
 from ig_refresh_dagster.instagram.errors import BudgetUnavailable
-from ig_refresh_dagster.refresh.ops import _classified
+from ig_refresh_dagster.refresh.failures import classified
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.budget_journal import BudgetJournal
 from ig_refresh_dagster.stores.cache import ProfileCache, cache_key
@@ -181,9 +181,8 @@ def test_passing_redis_errors_are_transient_for_cache_budget_and_ops(
         with pytest.raises(StoreUnavailable):
             ProfileCache(client).refresh("1", {"name": "after"})
         with (
-            build_op_context() as context,
             pytest.raises(StoreUnavailable),
-            _classified(context, "refresh cache"),
+            classified("refresh cache"),
         ):
             ProfileCache(client).refresh("1", {"name": "after"})
         budget = HourlyBudget(client, "graph", 5, journal=BudgetJournal(mongo_db))
@@ -195,9 +194,8 @@ def test_a_redis_error_about_the_request_stays_permanent(redis_client: redis.Red
     """WRONGTYPE will not pass by waiting: the step fails at once with the reason."""
     redis_client.hset(cache_key("2"), "account", "{}")
     with (
-        build_op_context() as context,
         pytest.raises(Failure, match="WRONGTYPE"),
-        _classified(context, "refresh cache"),
+        classified("refresh cache"),
     ):
         ProfileCache(redis_client).refresh("2", {"name": "x"})
 
@@ -249,8 +247,9 @@ def test_refresh_retries_through_a_read_only_failover_window(
     instance: DagsterInstance,
 ) -> None:
     """The cache's Redis answers READONLY (a failover demoted it) until the first refused write,
-    then is promoted again; the budgets live in another Redis. The cache step is retried and the
-    run succeeds, where a READONLY used to fail it for good."""
+    then is promoted again; the budgets live in another Redis. The refresh is retried from the
+    cache stage (Graph is not asked again) and the run succeeds, where a READONLY used to fail
+    it for good."""
     cache_server = valkeys.start()
     cache = redis.Redis(port=cache_server.port)
     account_id = seed_account(mongo_db, handle="natgeo", accountId="ig-1")
@@ -275,12 +274,15 @@ def test_refresh_retries_through_a_read_only_failover_window(
     promoter.join(DEADLINE_SECONDS)
 
     assert result.success
-    retried = [
-        e.step_key
+    retries = [
+        e.dagster_event
         for e in instance.all_logs(result.run_id)
         if e.dagster_event_type == DagsterEventType.STEP_UP_FOR_RETRY
     ]
-    assert retried == ["instagram_profile.refresh_cache"]
+    assert [r.step_key for r in retries] == ["instagram_profile"]
+    assert "in stage: refresh cache" in str(retries[0].event_specific_data.error.to_string())
+    graph_calls = [req for req, _ in httpserver.log if req.path == f"/v21.0/{BUSINESS_ID}"]
+    assert len(graph_calls) == 1, "the retried attempt resumed after the fetch"
     assert json.loads(cache.get(cache_key("ig-1")))["account"]["followerCount"] == 1500
     assert redis_client.keys("ig-refresh:budget:graph:*"), "the budget lives in its own Redis"
     assert not cache.keys("ig-refresh:budget:*")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -21,8 +22,8 @@ from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
 from ig_refresh_dagster.devstack.seed import DemoAccount, demo_accounts, seed_accounts
 from ig_refresh_dagster.devstack.services import free_port
 from ig_refresh_dagster.instagram.errors import BudgetUnavailable
-from ig_refresh_dagster.refresh.ops import fetch_profile
 from ig_refresh_dagster.refresh.resources import MongoResource
+from ig_refresh_dagster.refresh.stages import AccountRefresh
 from ig_refresh_dagster.stores.accounts import AccountRecord
 from ig_refresh_dagster.stores.cache import cache_key
 from ig_refresh_dagster_tests.refresh_helpers import (
@@ -115,6 +116,12 @@ def test_non_business_account_falls_back_to_scrape(
     assert mongo_db["Account"].find_one({"_id": ObjectId(account_id)})["followerCount"] == 777
 
 
+def materialized(result) -> dict[str, Any]:
+    """The refresh's materialization metadata: every stage's result, as the UI shows it."""
+    (materialization,) = result.asset_materializations_for_node("instagram_profile")
+    return {key: entry.value for key, entry in materialization.metadata.items()}
+
+
 def test_absent_cache_entry_is_not_created(
     mongo_db, redis_client: redis.Redis, httpserver: HTTPServer, resources, instance
 ) -> None:
@@ -123,7 +130,7 @@ def test_absent_cache_entry_is_not_created(
     result = run_refresh(account_id, resources, instance)
     assert result.success
     assert redis_client.exists(cache_key("ig-3")) == 0
-    assert result.output_for_node("instagram_profile")["cache"] == "absent"
+    assert materialized(result)["cache"] == "absent"
 
 
 def test_account_not_found_fails_once_with_log_and_no_retry(
@@ -182,17 +189,17 @@ def _account(username: str = "natgeo") -> AccountRecord:
 
 def test_unreachable_redis_refuses_graph_calls(httpserver: HTTPServer, resources) -> None:
     """Fail closed: with the limiter's Redis down, no request reaches Instagram at all."""
-    instagram = job_resources(
+    down = job_resources(
         resources["mongo"].uri,
         f"redis://127.0.0.1:{free_port()}",
         httpserver.url_for("/v21.0"),
         httpserver.url_for(""),
-    )["instagram"]
+    )
     with (
-        build_op_context(resources={"instagram": instagram, "mongo": resources["mongo"]}) as ctx,
+        build_op_context() as ctx,
         pytest.raises(BudgetUnavailable, match="refusing"),
     ):
-        list(fetch_profile(ctx, _account()))
+        AccountRefresh(ctx, down["mongo"], down["redis"], down["instagram"]).fetch(_account())
     assert httpserver.log == []
 
 
@@ -283,7 +290,7 @@ def test_unauthorised_account_skips_insights_visibly(
     seed_accounts(mongo_db, redis_client, [bluebird])
     result = run_refresh(bluebird.account_id, standin_resources, instance)
     assert result.success
-    assert result.output_for_node("instagram_profile")["insights"].startswith("skipped")
+    assert materialized(result)["insights"].startswith("skipped")
     assert mongo_db["InstagramInsights"].count_documents({}) == 0
 
 
@@ -297,7 +304,7 @@ def test_revoked_owner_token_reports_but_does_not_fail_the_refresh(
     )
     result = run_refresh(acme.account_id, standin_resources, instance)
     assert result.success
-    assert result.output_for_node("instagram_profile")["insights"].startswith("failed")
+    assert materialized(result)["insights"].startswith("failed")
     assert mongo_db["InstagramInsights"].count_documents({}) == 0
     fetcher = standin_resources["instagram"].fetcher()
     assert fetcher.graph_status() is None, "an owner's dead token must not disable our Graph"

@@ -1,1 +1,1 @@
-"""The Dagster layer: resources, the refresh ops, the asset and job, and the sensors."""
+"""The Dagster layer: resources, the refresh stages, the asset and job, and the sensors."""

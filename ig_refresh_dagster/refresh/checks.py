@@ -8,17 +8,9 @@ or a fleet that lost its Graph token.
 import contextlib
 from collections.abc import Iterator
 
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
-    OpExecutionContext,
-    Out,
-    op,
-)
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 from pydantic import BaseModel
 
-from ig_refresh_dagster.instagram.fetcher import FetchOutcome
 from ig_refresh_dagster.instagram.models import InstagramProfile
 from ig_refresh_dagster.refresh.resources import InstagramResource
 from ig_refresh_dagster.stores.accounts import AccountUpdate
@@ -112,20 +104,14 @@ def _followers(snapshot: dict) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-@op(out={name: Out(is_required=False) for name in (FOLLOWER_JUMP, PROFILE_COMPLETE, GRAPH_ENABLED)})
-def check_profile(
-    context: OpExecutionContext,
-    outcome: FetchOutcome,
-    update: AccountUpdate,
-    refreshed: dict,
-    instagram: InstagramResource,
+def profile_checks(
+    profile: InstagramProfile, update: AccountUpdate, instagram: InstagramResource
 ) -> Iterator[AssetCheckResult]:
-    """Runs after the log entry is written (``refreshed``), so checks describe what was stored."""
+    """Evaluated after the log entry is written, so checks describe what was stored."""
     yield follower_jump(_followers(update.before), _followers(update.after), JumpRule())
-    yield profile_complete(outcome.profile)
+    yield profile_complete(profile)
     reason = None
     with contextlib.suppress(Exception):
         # The status read is informational; a Redis hiccup must not fail a finished refresh.
         reason = instagram.fetcher().graph_status()
-    context.log.debug(f"graph status for checks: {reason or 'enabled'}")
     yield graph_enabled(reason)

@@ -13,7 +13,7 @@ tick this sensor requests a new run for deferrals whose ``retryAt`` has passed:
 
 The new run adopts the deferral when it starts (``retryOf`` / ``retriedBy`` in the log). If it
 has to wait again it is deferred again and picked up again here; after ``DEFERRAL_LIMIT`` of
-deferral the run gives up as FAILED (see ``refresh/ops.py``), so nothing waits forever.
+deferral the run gives up as FAILED (see ``refresh/stages.py``), so nothing waits forever.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The log reconciler: every finished refresh run ends with exactly one terminal DataRefreshLog.
 
-The steps write the entry themselves (``load_account`` opens it, ``write_refresh_log`` or the
-failure hook closes it). What they cannot cover is closed here, with the run's real outcome:
+The refresh writes the entry itself (its load stage opens it; its log stage, or its last failed
+attempt, closes it). What it cannot cover is closed here, with the run's real outcome:
 a run whose worker died (see ``dead_runs.py``), a run canceled while queued, a run that failed
-before its first write, and a MongoDB outage at the end of a run, where the hook could not write.
+before its first write, and a MongoDB outage at the end of a run, when its failure could not
+be written.
 The sensor walks finished refresh runs in the order Dagster last updated them and keeps its
 place in its cursor only up to the last run it settled, so entries left open while MongoDB was
 down are closed on the first tick after MongoDB answers again.

@@ -1,8 +1,10 @@
 """``DataRefreshLog``: one entry per Dagster run, keyed by run id.
 
-Every write is an upsert on ``runId`` that carries the entry's identity, so op retries land on
-the same entry, and a re-execution that skips ``load_account`` (which writes ``start``) still
-gets its own entry from whichever write comes first.
+Every write is an upsert on ``runId`` that carries the entry's identity, so step retries land
+on the same entry, and a run that fails before ``start`` still gets its own entry. While the run
+is in progress the entry also holds its ``progress``: what the stages already did (the fetched
+profile, the account update), so a retried attempt neither spends Instagram budget again nor
+loses the account's "before" values. ``complete`` removes it.
 """
 
 from __future__ import annotations
@@ -113,6 +115,15 @@ class RefreshLogStore:
             upsert=True,
         )
 
+    def save_progress(self, run_id: str, stage: str, value: dict[str, Any]) -> None:
+        self._coll.update_one(by_run(run_id), {"$set": {f"progress.{stage}": value}})
+
+    def progress(self, run_id: str) -> dict[str, Any]:
+        """What earlier attempts of this run finished, by stage (empty on a first attempt)."""
+        entry = self._coll.find_one(by_run(run_id), {"progress": 1})
+        progress = (entry or {}).get("progress")
+        return progress if isinstance(progress, dict) else {}
+
     def deferred_since(self, run_id: str) -> datetime | None:
         """When the chain of deferrals this run continues began (None: it continues none)."""
         entry = self._coll.find_one(by_run(run_id), {"deferredSince": 1})
@@ -202,7 +213,7 @@ class RefreshLogStore:
                     "notes": notes,
                     "insights": insights,
                 },
-                "$unset": {"error": ""},
+                "$unset": {"error": "", "progress": ""},
             },
             upsert=True,
         )

@@ -13,8 +13,9 @@ from bson import ObjectId
 from dagster import Failure, build_op_context, instance_for_test
 from pymongo.errors import ConnectionFailure
 
-from ig_refresh_dagster.refresh.ops import RETRY_STEP_FAILURE_TAG, load_account
+from ig_refresh_dagster.refresh.failures import RETRY_STEP_FAILURE_TAG
 from ig_refresh_dagster.refresh.resources import MongoResource
+from ig_refresh_dagster.refresh.stages import AccountRefresh
 from ig_refresh_dagster.stores.mongo import STORE_UNAVAILABLE
 from ig_refresh_dagster_tests.faults.mongo_wire import CuttableProxy, MongoWireStandin
 from ig_refresh_dagster_tests.refresh_helpers import job_resources
@@ -43,13 +44,12 @@ def test_cut_connection_is_transient_and_recovers_when_restored(proxy: CuttableP
         assert isinstance(during.value, STORE_UNAVAILABLE), repr(during.value)
         # Redis and Instagram are never reached: the step stops at the store.
         unused = "http://127.0.0.1:9"
-        instagram = job_resources(mongo.uri, "redis://127.0.0.1:9", unused, unused)["instagram"]
-        context = build_op_context(
-            resources={"mongo": mongo, "instagram": instagram}, partition_key=account_id
-        )
-        with context, pytest.raises(ConnectionFailure):
-            # The step re-raises it for its RetryPolicy rather than failing for good.
-            list(load_account(context))  # a generator op runs as it is iterated
+        resources = job_resources(mongo.uri, "redis://127.0.0.1:9", unused, unused)
+        with build_op_context(partition_key=account_id) as context:
+            refresh = AccountRefresh(context, mongo, resources["redis"], resources["instagram"])
+            with pytest.raises(ConnectionFailure):
+                # The stage re-raises it for the RetryPolicy rather than failing for good.
+                refresh.load()
 
         proxy.restore()
         assert mongo.db().command("ping")["ok"] == 1.0
