@@ -478,7 +478,9 @@ def test_a_flood_of_probes_runs_each_check_once_per_cache_period_on_kept_connect
             refresh_topic="refresh",
             dlq_topic="refresh.dlq",
         )
-        cfg = config(**healthy, instagram_access_token=TOKEN)
+        cfg = config(
+            **healthy, instagram_access_token=TOKEN, instagram_business_account_id=BUSINESS_ID
+        )
         assert cfg.cache_seconds == 2.0
         with HealthServer(cfg) as server:
             # Two evaluations open the kept clients: librdkafka moves from its bootstrap

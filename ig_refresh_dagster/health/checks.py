@@ -262,26 +262,27 @@ class GraphCheck:
             budgets, budget_error = {}, f"budget unknown: Redis unreachable ({exc})"
         else:
             budget_error = ""
-        items = {}
-        for fingerprint in fingerprints:
-            off = disabled[fingerprint]
-            parts = [
-                "enabled"
-                if off is None
-                else f"disabled until {off.until_iso()}, or until the token changes: {off.reason}"
-            ]
-            budget = budgets.get(fingerprint)
-            if budget is None:
-                parts.append(budget_error)
-            else:
-                parts.append(f"{budget.used}/{budget.limit} calls this hour")
-                if budget.blocked_for_seconds > 0:
-                    parts.append(
-                        f"paused {budget.blocked_for_seconds:.0f}s ({budget.blocked_reason})"
-                    )
-            items[fingerprint] = "; ".join(parts)
+        items = {
+            f: _credential_line(disabled[f], budgets.get(f), budget_error) for f in fingerprints
+        }
         dead = [f for f in fingerprints if disabled[f] is not None]
         detail = f"{len(fingerprints) - len(dead)} of {len(fingerprints)} credential(s) enabled"
         if dead:
             detail += f"; disabled: {', '.join(dead)}"
         return len(dead) < len(fingerprints), detail, items
+
+
+def _credential_line(disabled: Any, budget: Any, budget_error: str) -> str:
+    """One credential for ``/ready``: on or off (until when, why), its calls, its pause."""
+    parts = [
+        "enabled"
+        if disabled is None
+        else f"disabled until {disabled.until_iso()}, or until the token changes: {disabled.reason}"
+    ]
+    if budget is None:
+        parts.append(budget_error)
+    else:
+        parts.append(f"{budget.used}/{budget.limit} calls this hour")
+        if budget.blocked_for_seconds > 0:
+            parts.append(f"paused {budget.blocked_for_seconds:.0f}s ({budget.blocked_reason})")
+    return "; ".join(parts)
