@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+from dagster import DagsterInstance
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
@@ -34,6 +35,8 @@ from ig_refresh_dagster_tests.refresh_helpers import (
     graph_body,
     graph_error,
     job_resources,
+    run_refresh,
+    seed_account,
     web_profile_body,
 )
 from ig_refresh_dagster_tests.test_sidecar_metrics import get, scrape, value
@@ -357,3 +360,34 @@ def test_the_rotation_moves_the_first_credential_on_by_one_per_call(
     f0, f1, f2 = FINGERPRINTS
     assert orders == [[f1, f2, f0], [f2, f0, f1], [f0, f1, f2], [f1, f2, f0]]
     assert GraphPool([], FetchMemory(redis_client)).rotation() == []
+
+
+def test_refresh_runs_spread_over_the_pool_and_the_fourth_is_scraped(
+    mongo_uri: str,
+    mongo_db: Any,
+    redis_url_for_test: str,
+    redis_client: redis.Redis,
+    httpserver: HTTPServer,
+    instance: DagsterInstance,
+) -> None:
+    """The refresh job itself (in process, the code location's own definitions): 3 credentials
+    with a budget of 1 each give 3 Graph refreshes, one per credential, then scraping."""
+    graph = GraphStandIn(httpserver)
+    resources = job_resources(
+        mongo_uri,
+        redis_url_for_test,
+        httpserver.url_for("/v21.0"),
+        httpserver.url_for(""),
+        token=None,
+        graph_credentials=RAW,
+        hourly_budget=1,
+    )
+    sources = []
+    for n in range(4):
+        account_id = seed_account(mongo_db, handle=f"pool.user{n}")
+        result = run_refresh(account_id, resources, instance)
+        assert result.success
+        (log,) = mongo_db["DataRefreshLog"].find({"runId": result.run_id})
+        sources.append(log["source"])
+    assert sources == ["graph", "graph", "graph", "scrape"]
+    assert graph.calls() == dict.fromkeys(FINGERPRINTS, 1)
