@@ -65,6 +65,7 @@ def build_resources() -> dict[str, object]:
             web_url=env("INSTAGRAM_WEB_URL"),
             access_token=env("INSTAGRAM_ACCESS_TOKEN"),
             business_account_id=env("INSTAGRAM_BUSINESS_ACCOUNT_ID"),
+            graph_credentials=env("INSTAGRAM_GRAPH_CREDENTIALS"),
             hourly_budget=env_int("INSTAGRAM_HOURLY_BUDGET"),
             scrape_hourly_budget=env_int("INSTAGRAM_SCRAPE_HOURLY_BUDGET"),
             backfill_budget_percent=env_int("INSTAGRAM_BACKFILL_BUDGET_PERCENT"),

@@ -42,6 +42,7 @@ SETTINGS: dict[str, Setting] = {
         Setting(name="INSTAGRAM_BUDGET_REDIS_URL", secret=True, fallback="REDIS_URL"),
         Setting(name="INSTAGRAM_ACCESS_TOKEN", secret=True),
         Setting(name="INSTAGRAM_BUSINESS_ACCOUNT_ID"),
+        Setting(name="INSTAGRAM_GRAPH_CREDENTIALS", secret=True),
         Setting(name="INSTAGRAM_GRAPH_API_URL", default="https://graph.facebook.com/v25.0"),
         Setting(name="INSTAGRAM_WEB_URL", default="https://www.instagram.com"),
         Setting(name="INSTAGRAM_HOURLY_BUDGET", default=200),

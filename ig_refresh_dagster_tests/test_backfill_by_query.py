@@ -16,13 +16,15 @@ from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.cli import main
+from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster.refresh.job import instagram_profile
 from ig_refresh_dagster.refresh.tags import PRIORITY, SOURCE
-from ig_refresh_dagster.stores.budget import HourlyBudget
+from ig_refresh_dagster.stores.budget import HourlyBudget, graph_budget_name
 from ig_refresh_dagster.stores.budget_share import BackgroundBudget
 from ig_refresh_dagster_tests.refresh_helpers import (
     BUSINESS_ID,
+    TOKEN,
     graph_body,
     real_defs,
     run_refresh,
@@ -193,8 +195,9 @@ def test_background_runs_keep_to_their_share_while_event_runs_use_the_rest(
 ) -> None:
     """With Graph's backfill share used up, a backfill run scrapes; an event run still gets
     Graph (the events' reserve)."""
-    for _ in range(100):  # the share: 50 % of the default 200 Graph calls per hour
-        BackgroundBudget(redis_client, HourlyBudget(redis_client, "graph", 200), 50).try_acquire()
+    graph = HourlyBudget(redis_client, graph_budget_name(token_fingerprint(TOKEN)), 200)
+    for _ in range(100):  # the share: 50 % of the credential's default 200 calls per hour
+        BackgroundBudget(redis_client, graph, 50).try_acquire()
     httpserver.expect_request(f"/v21.0/{BUSINESS_ID}").respond_with_json(graph_body("natgeo"))
     httpserver.expect_request("/api/v1/users/web_profile_info/").respond_with_json(
         web_profile_body("natgeo")

@@ -277,8 +277,8 @@ class _LosesMemoryAfterRead(BudgetJournal):
         super().__init__(db)
         self._meanwhile = meanwhile
 
-    def window(self, budget: str, now_ms: int):
-        read = super().window(budget, now_ms)
+    def window(self, budget: str, now_ms: int, inherited: str | None = None):
+        read = super().window(budget, now_ms, inherited)
         meanwhile, self._meanwhile = self._meanwhile, None
         if meanwhile:
             meanwhile()

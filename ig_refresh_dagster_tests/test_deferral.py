@@ -40,15 +40,17 @@ from ig_refresh_dagster.devstack.seed import (
     seed_accounts,
 )
 from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS
+from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.refresh.deferral_sensor import RETRY_OF_TAG
 from ig_refresh_dagster.refresh.stages import DEFERRAL_LIMIT, MAX_DEFERRAL_WAIT, OUTCOME_TAG
-from ig_refresh_dagster.stores.budget import HourlyBudget
+from ig_refresh_dagster.stores.budget import HourlyBudget, graph_budget_name
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore, as_utc
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.daemon_helpers import dagster_home, start_daemon
 from ig_refresh_dagster_tests.kafka_helpers import refresh_event
 from ig_refresh_dagster_tests.refresh_helpers import TOKEN, job_resources, real_defs, run_refresh
 
+GRAPH = graph_budget_name(token_fingerprint(TOKEN))  # the one credential's budget
 TERMINAL = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
@@ -136,7 +138,7 @@ def test_exhausted_budgets_defer_the_refresh_and_end_the_run_at_once(
     mongo_db, mongo_uri, redis_url_for_test, redis_client, standin, accounts, instance
 ) -> None:
     acme = accounts["acme.studio"]
-    for name in ("graph", "scrape"):
+    for name in (GRAPH, "scrape"):
         HourlyBudget(redis_client, name, 1).try_acquire()
     resources = resources_for(
         standin, mongo_uri, redis_url_for_test, hourly_budget=1, scrape_hourly_budget=1
@@ -329,7 +331,7 @@ def test_sensor_requests_no_more_than_the_budgets_can_admit(
     store = RefreshLogStore(mongo_db)
     for n in range(5):
         _defer(store, f"deferred-{n}", str(ObjectId()))
-    HourlyBudget(redis_client, "graph", 2).try_acquire()
+    HourlyBudget(redis_client, GRAPH, 2).try_acquire()
 
     first = tick(small_budgets, instance)
     for request in first.run_requests:
@@ -350,14 +352,14 @@ def test_sensor_requests_nothing_while_the_budgets_are_full_or_paused(
 ) -> None:
     _defer(RefreshLogStore(mongo_db), "deferred-0", str(ObjectId()))
     for _ in range(2):
-        HourlyBudget(redis_client, "graph", 2).try_acquire()
+        HourlyBudget(redis_client, GRAPH, 2).try_acquire()
     HourlyBudget(redis_client, "scrape", 2).block_for(600, "Instagram said wait")
 
     result = tick(small_budgets, instance)
 
     assert result.run_requests == []
     assert "1 deferred refresh(es) due" in result.skip_reason.skip_message
-    assert "graph 2/2 used" in result.skip_reason.skip_message
+    assert f"{GRAPH} 2/2 used" in result.skip_reason.skip_message
     assert "scrape paused" in result.skip_reason.skip_message
 
 

@@ -136,4 +136,4 @@ def test_budget_redis_with_neither_variable_is_a_clear_configuration_error(
     for name in ("INSTAGRAM_BUDGET_REDIS_URL", "REDIS_URL"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(NotConfigured, match="INSTAGRAM_BUDGET_REDIS_URL is not set"):
-        build_resources()["instagram"].graph_budget()
+        build_resources()["instagram"].scrape_budget()

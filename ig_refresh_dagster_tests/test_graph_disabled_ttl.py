@@ -31,7 +31,11 @@ KEY = f"ig-refresh:graph-disabled:{token_fingerprint(TOKEN)}"
 
 def graph_status(redis_url: str) -> dict:
     config = HealthConfig(
-        host="127.0.0.1", port=0, redis_url=redis_url, instagram_access_token=TOKEN
+        host="127.0.0.1",
+        port=0,
+        redis_url=redis_url,
+        instagram_access_token=TOKEN,
+        instagram_business_account_id=BUSINESS_ID,
     )
     with HealthServer(config) as server:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
@@ -71,7 +75,7 @@ def test_a_token_error_disables_graph_for_the_resources_ttl_and_ready_says_until
     graph = graph_status(redis_url_for_test)
     after = datetime.datetime.now(datetime.UTC)
     assert graph["ok"] is False
-    prefix, rest = graph["detail"].split("disabled for this token until ", 1)
+    prefix, rest = graph["items"][token_fingerprint(TOKEN)].split("disabled until ", 1)
     until_text, reason = rest.split(", or until the token changes: ", 1)
     assert prefix == ""
     until = datetime.datetime.fromisoformat(until_text)

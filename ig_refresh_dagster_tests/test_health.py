@@ -37,6 +37,7 @@ from ig_refresh_dagster_tests.kafka_front_door import KafkaFrontDoor
 
 VENV_BIN = Path(sys.executable).parent
 TOKEN = "EAAGtest-secret-token-0123456789abcdef"
+BUSINESS_ID = "17841400000000001"
 CRITICAL = {"kafka", "mongodb", "redis", "dagster_daemon", "refresh_sensor"}
 
 
@@ -289,27 +290,36 @@ def test_unset_settings_fail_as_not_configured() -> None:
     )
 
 
-def test_graph_disabled_is_shown_and_the_token_never_is(
+def test_graph_disabled_is_shown_by_fingerprint_and_the_token_never_is(
     healthy: dict[str, Any], redis_client: redis.Redis
 ) -> None:
-    cfg = config(**healthy, instagram_access_token=TOKEN, cache_seconds=0)
+    cfg = config(
+        **healthy,
+        instagram_access_token=TOKEN,
+        instagram_business_account_id=BUSINESS_ID,
+        cache_seconds=0,
+    )
+    fingerprint = token_fingerprint(TOKEN)
     with HealthServer(cfg) as server:
         _, _, before = request(server, "/ready")
         # A reason that (wrongly) embeds the token must still not leak it.
         reason = f"OAuthException 190: session for {TOKEN} has expired"
-        FetchMemory(redis_client).disable_graph(token_fingerprint(TOKEN), reason)
+        FetchMemory(redis_client).disable_graph(fingerprint, reason)
         status, _, after = request(server, "/ready")
     enabled = json.loads(before)["checks"]["instagram_graph"]
-    assert (enabled["ok"], enabled["detail"]) == (True, "enabled")
+    assert (enabled["ok"], enabled["detail"]) == (True, "1 of 1 credential(s) enabled")
+    assert enabled["items"] == {fingerprint: "enabled; 0/200 calls this hour"}
     graph = json.loads(after)["checks"]["instagram_graph"]
     assert graph["ok"] is False
-    assert graph["detail"].startswith("disabled for this token until ")
-    assert graph["detail"].endswith(
-        ", or until the token changes: OAuthException 190: session for *** has expired"
+    assert graph["detail"] == f"0 of 1 credential(s) enabled; disabled: {fingerprint}"
+    item = graph["items"][fingerprint]
+    assert item.startswith("disabled until ")
+    assert item.endswith(
+        ", or until the token changes: OAuthException 190: session for *** has expired; "
+        "0/200 calls this hour"
     )
     assert status == 200  # informational: scraping still works
     assert TOKEN.encode() not in before + after
-    assert token_fingerprint(TOKEN).encode() not in before + after
 
 
 def test_a_hung_dependency_cannot_hang_ready(healthy: dict[str, Any]) -> None:
@@ -468,7 +478,9 @@ def test_a_flood_of_probes_runs_each_check_once_per_cache_period_on_kept_connect
             refresh_topic="refresh",
             dlq_topic="refresh.dlq",
         )
-        cfg = config(**healthy, instagram_access_token=TOKEN)
+        cfg = config(
+            **healthy, instagram_access_token=TOKEN, instagram_business_account_id=BUSINESS_ID
+        )
         assert cfg.cache_seconds == 2.0
         with HealthServer(cfg) as server:
             # Two evaluations open the kept clients: librdkafka moves from its bootstrap

@@ -15,8 +15,9 @@ from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
 from ig_refresh_dagster.devstack.seed import demo_accounts, seed_accounts
+from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.refresh.failures import TRANSIENT_RETRIES
-from ig_refresh_dagster.stores.budget import HourlyBudget
+from ig_refresh_dagster.stores.budget import HourlyBudget, graph_budget_name
 from ig_refresh_dagster_tests.refresh_helpers import (
     BUSINESS_ID,
     TOKEN,
@@ -62,7 +63,8 @@ def graph_requests(httpserver: HTTPServer) -> int:
 
 
 def graph_used(client: redis.Redis) -> int:
-    return HourlyBudget(client, "graph", 1).status().used
+    """The calls the (one) credential's budget admitted, insights included."""
+    return HourlyBudget(client, graph_budget_name(token_fingerprint(TOKEN)), 1).status().used
 
 
 def completed_with_insights(db, run_id: str) -> dict:

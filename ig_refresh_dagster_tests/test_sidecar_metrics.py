@@ -35,12 +35,18 @@ from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.cursor import TopicCursor
 from ig_refresh_dagster.intake.dlq_headers import REASON
-from ig_refresh_dagster.stores.budget import GRAPH_BUDGET, SCRAPE_BUDGET, HourlyBudget
+from ig_refresh_dagster.stores.budget import (
+    GRAPH_BUDGET,
+    SCRAPE_BUDGET,
+    HourlyBudget,
+    graph_budget_name,
+)
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 from ig_refresh_dagster.stores.history import ProfileHistoryStore
 from ig_refresh_dagster_tests.conftest import Topics
 
 TOKEN = "EAAGmetrics-secret-token-0123456789"
+GRAPH = graph_budget_name(token_fingerprint(TOKEN))  # the credential's own budget
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -138,7 +144,7 @@ def stack(
 ) -> dict[str, Any]:
     """Every source configured and seeded; the values the tests expect follow from this."""
     seed_mongo(mongo_db, naive_now())
-    graph = HourlyBudget(redis_client, GRAPH_BUDGET, 200)
+    graph = HourlyBudget(redis_client, GRAPH, 200)
     for _ in range(3):
         assert graph.try_acquire() == 0
     scrape_budget = HourlyBudget(redis_client, SCRAPE_BUDGET, 60)
@@ -161,6 +167,7 @@ def stack(
         "redis_url": redis_url_for_test,
         "dagster_home": instance.root_directory,
         "instagram_access_token": TOKEN,
+        "instagram_business_account_id": "17841400000000001",
         "budget_limits": {GRAPH_BUDGET: 200, SCRAPE_BUDGET: 60},
     }
 
@@ -194,13 +201,15 @@ def test_metrics_match_the_seeded_stores_broker_and_sensor_cursor(stack: dict[st
     assert value(samples, "ig_refresh_freshness_target_seconds") == 7 * 86400
     oldest = value(samples, "ig_refresh_oldest_refresh_age_seconds")
     assert 100 * 86400 <= oldest < 100 * 86400 + 600
-    assert value(samples, "ig_refresh_budget_used", budget="graph") == 3
+    assert value(samples, "ig_refresh_budget_used", budget=GRAPH) == 3
     assert value(samples, "ig_refresh_budget_used", budget="scrape") == 1
-    assert value(samples, "ig_refresh_budget_limit", budget="graph") == 200
+    assert value(samples, "ig_refresh_budget_limit", budget=GRAPH) == 200
     assert value(samples, "ig_refresh_budget_limit", budget="scrape") == 60
     assert 0 < value(samples, "ig_refresh_budget_blocked_seconds", budget="scrape") <= 120
-    assert value(samples, "ig_refresh_budget_blocked_seconds", budget="graph") == 0
+    assert value(samples, "ig_refresh_budget_blocked_seconds", budget=GRAPH) == 0
     assert value(samples, "ig_refresh_graph_enabled") == 0
+    fingerprint = token_fingerprint(TOKEN)
+    assert value(samples, "ig_refresh_graph_credential_enabled", credential=fingerprint) == 0
     topic = stack["refresh_topic"]
     lag = {
         p: value(samples, "ig_refresh_consumer_lag", topic=topic, partition=str(p))
@@ -212,7 +221,7 @@ def test_metrics_match_the_seeded_stores_broker_and_sensor_cursor(stack: dict[st
         for reason in ("invalid_json", "unknown_account", "unknown")
     }
     assert dead == {"invalid_json": 2, "unknown_account": 1, "unknown": 1}
-    assert TOKEN not in text and token_fingerprint(TOKEN) not in text
+    assert TOKEN not in text
 
 
 def test_the_freshness_target_moves_the_fresh_share(stack: dict[str, Any]) -> None:
@@ -293,7 +302,7 @@ def test_a_source_that_is_down_reports_up_0_and_the_rest_is_served(
         assert value(samples, "ig_refresh_metrics_source_up", source=source) == 0
     assert value(samples, "ig_refresh_metrics_source_up", source="accounts") == 1
     assert value(samples, "ig_refresh_deferred_refreshes") == 1
-    assert ("ig_refresh_budget_used", (("budget", "graph"),)) not in samples
+    assert ("ig_refresh_budget_used", (("budget", GRAPH),)) not in samples
     assert password not in text and TOKEN not in text
 
 

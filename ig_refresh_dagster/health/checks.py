@@ -23,7 +23,8 @@ from ig_refresh_dagster.intake.connection import KafkaConnection
 NOT_CONFIGURED = "not configured"
 HEALTH_CLIENT_NAME = "ig-refresh-health"
 
-Check = Callable[[], tuple[bool, str]]
+# (ok, detail), or (ok, detail, items) for a check of several things: one line per item.
+Check = Callable[[], tuple[bool, str] | tuple[bool, str, dict[str, str]]]
 R = TypeVar("R")
 
 
@@ -31,6 +32,7 @@ class CheckResult(BaseModel):
     ok: bool
     detail: str
     latency_ms: float
+    items: dict[str, str] | None = None
 
 
 @dataclass
@@ -74,8 +76,11 @@ def run_checks(checks: Mapping[str, Check], timeout: float) -> dict[str, CheckRe
     """Every check at once, bounded by ``timeout``; a raising or late check is not ok."""
     results = {}
     for name, outcome in run_bounded(checks, timeout).items():
-        ok, detail = outcome.value if outcome.value is not None else (False, outcome.error or "")
-        results[name] = CheckResult(ok=ok, detail=detail, latency_ms=outcome.latency_ms)
+        value = outcome.value if outcome.value is not None else (False, outcome.error or "")
+        ok, detail, *items = value
+        results[name] = CheckResult(
+            ok=ok, detail=detail, latency_ms=outcome.latency_ms, items=items[0] if items else None
+        )
     return results
 
 
@@ -210,27 +215,74 @@ class RedisCheck:
 
 
 class GraphCheck:
-    """Whether the fetcher has switched Graph off for this token (it then only scrapes)."""
+    """Each Graph credential by fingerprint (never by token): whether the fetcher has switched it
+    off, and its budget this hour. Ok while one is enabled: the fetcher then still uses Graph
+    (with none, it only scrapes)."""
 
-    def __init__(self, token: str, client: KeptClient[Any], timeout: float) -> None:
-        self.token, self.client, self.timeout = token, client, timeout
+    def __init__(
+        self,
+        credentials: Callable[[], list[str]],
+        limit: int,
+        client: KeptClient[Any],
+        budget_client: KeptClient[Any],
+        timeout: float,
+    ) -> None:
+        self.credentials, self.limit, self.timeout = credentials, limit, timeout
+        self.client, self.budget_client = client, budget_client
 
-    def __call__(self) -> tuple[bool, str]:
+    def __call__(self) -> tuple[bool, str, dict[str, str]] | tuple[bool, str]:
         import redis
 
-        from ig_refresh_dagster.instagram.graph import token_fingerprint
+        from ig_refresh_dagster.instagram.credentials import CredentialsInvalid
+        from ig_refresh_dagster.stores.budget import HourlyBudget, graph_budget_name
         from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 
         try:
+            fingerprints = self.credentials()
+        except CredentialsInvalid as exc:
+            return False, f"unknown: {exc}"
+        if not fingerprints:
+            return True, NOT_CONFIGURED
+        try:
             disabled = self.client.use(
-                lambda c: FetchMemory(c).graph_disabled(token_fingerprint(self.token)),
+                lambda c: {f: FetchMemory(c).graph_disabled(f) for f in fingerprints},
                 self.timeout,
             )
         except (redis.RedisError, Busy) as exc:
             return False, f"unknown: Redis unreachable ({exc})"
-        if disabled is None:
-            return True, "enabled"
-        return False, (
-            f"disabled for this token until {disabled.until_iso()}, or until the token changes: "
-            f"{disabled.reason}"
-        )
+        try:
+            budgets = self.budget_client.use(
+                lambda c: {
+                    f: HourlyBudget(c, graph_budget_name(f), self.limit).status()
+                    for f in fingerprints
+                },
+                self.timeout,
+            )
+        except (redis.RedisError, Busy) as exc:
+            budgets, budget_error = {}, f"budget unknown: Redis unreachable ({exc})"
+        else:
+            budget_error = ""
+        items = {
+            f: _credential_line(disabled[f], budgets.get(f), budget_error) for f in fingerprints
+        }
+        dead = [f for f in fingerprints if disabled[f] is not None]
+        detail = f"{len(fingerprints) - len(dead)} of {len(fingerprints)} credential(s) enabled"
+        if dead:
+            detail += f"; disabled: {', '.join(dead)}"
+        return len(dead) < len(fingerprints), detail, items
+
+
+def _credential_line(disabled: Any, budget: Any, budget_error: str) -> str:
+    """One credential for ``/ready``: on or off (until when, why), its calls, its pause."""
+    parts = [
+        "enabled"
+        if disabled is None
+        else f"disabled until {disabled.until_iso()}, or until the token changes: {disabled.reason}"
+    ]
+    if budget is None:
+        parts.append(budget_error)
+    else:
+        parts.append(f"{budget.used}/{budget.limit} calls this hour")
+        if budget.blocked_for_seconds > 0:
+            parts.append(f"paused {budget.blocked_for_seconds:.0f}s ({budget.blocked_reason})")
+    return "; ".join(parts)

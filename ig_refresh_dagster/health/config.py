@@ -3,14 +3,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ig_refresh_dagster import settings
+from ig_refresh_dagster.instagram.credentials import GraphCredential, credential_pool
 from ig_refresh_dagster.intake.connection import KafkaConnection
-from ig_refresh_dagster.stores.budget import BUDGET_LIMIT_SETTINGS
+from ig_refresh_dagster.stores.budget import (
+    BUDGET_LIMIT_SETTINGS,
+    GRAPH_BUDGET,
+    SCRAPE_BUDGET,
+    graph_budget_names,
+)
 
 # Sidecar field -> the setting it comes from (Kafka's connection comes whole from KafkaConnection).
 FROM_SETTINGS = {
@@ -22,6 +29,8 @@ FROM_SETTINGS = {
     "budget_redis_url": "INSTAGRAM_BUDGET_REDIS_URL",
     "freshness_days": "INSTAGRAM_FRESHNESS_DAYS",
     "instagram_access_token": "INSTAGRAM_ACCESS_TOKEN",
+    "instagram_business_account_id": "INSTAGRAM_BUSINESS_ACCOUNT_ID",
+    "instagram_graph_credentials": "INSTAGRAM_GRAPH_CREDENTIALS",
     "port": "PORT",
     "host": "HOST",
 }
@@ -30,6 +39,10 @@ REFRESH_SENSOR = "instagram_refresh_sensor"
 
 def _budget_limits(read: Any) -> dict[str, int]:
     return {name: int(read(setting)) for name, setting in BUDGET_LIMIT_SETTINGS.items()}
+
+
+def _plain(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
 
 
 def _default(field: str) -> Any:
@@ -48,6 +61,8 @@ class HealthConfig(BaseModel):
     # The budgets may live in their own Redis (defaults to REDIS_URL).
     budget_redis_url: str | None = _default("budget_redis_url")
     instagram_access_token: SecretStr | None = _default("instagram_access_token")
+    instagram_business_account_id: str | None = _default("instagram_business_account_id")
+    instagram_graph_credentials: SecretStr | None = _default("instagram_graph_credentials")
     port: int = _default("port")
     host: str = _default("host")
     dagster_home: str | None = None
@@ -77,15 +92,42 @@ class HealthConfig(BaseModel):
         values.update(overrides)
         return cls(**values)
 
-    def token(self) -> str | None:
-        """The Instagram access token, for the Graph checks only."""
-        token = self.instagram_access_token
-        return token.get_secret_value() or None if token is not None else None
+    def graph_credentials(self) -> list[GraphCredential]:
+        """The pipeline's credential pool (the same one, in the same order); a malformed list
+        raises CredentialsInvalid, which names the variable and never a value."""
+
+        return credential_pool(
+            _plain(self.instagram_access_token),
+            self.instagram_business_account_id,
+            _plain(self.instagram_graph_credentials),
+        )
+
+    def graph_configured(self) -> bool:
+        """Whether any credential is configured (readable or not: the Graph check says which)."""
+        pair = _plain(self.instagram_access_token) and self.instagram_business_account_id
+        return bool(pair or _plain(self.instagram_graph_credentials))
+
+    def graph_fingerprints(self) -> list[str]:
+        return [credential.fingerprint for credential in self.graph_credentials()]
+
+    def budgets(self) -> dict[str, int]:
+        """Every fleet-wide budget the pipeline charges, by name, with its hourly limit."""
+        graph = {name: self.budget_limits[GRAPH_BUDGET] for name in self.graph_names()}
+        return graph | {SCRAPE_BUDGET: self.budget_limits[SCRAPE_BUDGET]}
+
+    def graph_names(self) -> list[str]:
+        return graph_budget_names(self.graph_fingerprints())
 
     def secrets(self) -> list[str]:
-        """Values that must never be shown, wherever they turn up (an error echoing a token)."""
+        """Values that must never be shown, wherever they turn up (an error echoing a token):
+        every credential's token, and the credentials variable whole."""
         candidates = [
             self.instagram_access_token,
+            self.instagram_graph_credentials,
             self.kafka.sasl_password if self.kafka else None,
         ]
-        return [c.get_secret_value() for c in candidates if c is not None and c.get_secret_value()]
+        values = [c.get_secret_value() for c in candidates if c is not None]
+        # Unreadable credentials: the variable is scrubbed whole, and the probe reports why.
+        with contextlib.suppress(ValueError):
+            values += [c.access_token.get_secret_value() for c in self.graph_credentials()]
+        return [v for v in dict.fromkeys(values) if v]

@@ -21,7 +21,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ig_refresh_dagster.health.clients import KeptClient
 from ig_refresh_dagster.health.daemon import DagsterInstanceView
-from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.intake.cursor import TopicCursor
 from ig_refresh_dagster.intake.dead_letter_log import DeadLetterRecord
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicReader
@@ -191,18 +190,25 @@ def _label(younger_than: float) -> str:
 
 
 class RedisSources:
-    """The fleet-wide budgets and the fetcher's Graph switch, over the sidecar's Redis client."""
+    """The fleet-wide budgets and the fetcher's per-credential Graph switch, over the sidecar's
+    Redis client. Credentials are named by fingerprint only (``graph:<fingerprint>`` budgets)."""
 
     def __init__(
-        self, redis: KeptClient[Any], limits: dict[str, int], token: str | None, timeout: float
+        self,
+        redis: KeptClient[Any],
+        budgets: Callable[[], dict[str, int]],
+        fingerprints: Callable[[], list[str]],
+        timeout: float,
     ) -> None:
-        self.redis, self.limits, self.token, self.timeout = redis, limits, token, timeout
+        self.redis, self.timeout = redis, timeout
+        self.limits, self.fingerprints = budgets, fingerprints
 
     def budgets(self) -> Families:
         """One status script call per budget (the same ``HourlyBudget`` the fetcher charges)."""
+        limits = self.limits()
 
         def read(client: Any) -> list[BudgetStatus]:
-            return [HourlyBudget(client, name, cap).status() for name, cap in self.limits.items()]
+            return [HourlyBudget(client, name, cap).status() for name, cap in limits.items()]
 
         statuses = self.redis.use(read, self.timeout)
         used = _gauge("budget_used", "Calls admitted in the last hour", ["budget"])
@@ -219,19 +225,26 @@ class RedisSources:
         return [used, limit, blocked]
 
     def graph(self) -> Families:
-        """1 unless the fetcher switched Graph off for the configured token; nothing without a
-        token (the fetcher then only scrapes)."""
-        if not self.token:
+        """Per credential, 1 unless the fetcher switched it off; ``graph_enabled`` is 1 while
+        any credential is on. Nothing without a credential (the fetcher then only scrapes)."""
+        fingerprints = self.fingerprints()
+        if not fingerprints:
             return []
-        fingerprint = token_fingerprint(self.token)
         disabled = self.redis.use(
-            lambda c: FetchMemory(c).graph_disabled(fingerprint), self.timeout
+            lambda c: {f: FetchMemory(c).graph_disabled(f) for f in fingerprints}, self.timeout
         )
+        each = _gauge(
+            "graph_credential_enabled",
+            "1 when Graph API calls are enabled for the credential (by token fingerprint), else 0",
+            ["credential"],
+        )
+        for fingerprint in fingerprints:
+            each.add_metric([fingerprint], 0 if disabled[fingerprint] else 1)
         family = _gauge(
-            "graph_enabled", "1 when Graph API calls are enabled for the configured token, else 0"
+            "graph_enabled", "1 when Graph API calls are enabled for at least one credential"
         )
-        family.add_metric([], 0 if disabled else 1)
-        return [family]
+        family.add_metric([], 1 if any(v is None for v in disabled.values()) else 0)
+        return [family, each]
 
 
 class ConsumerLag:

@@ -14,13 +14,12 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ig_refresh_dagster.health.checks import redis_client, run_bounded
+from ig_refresh_dagster.health.checks import run_bounded
 from ig_refresh_dagster.health.clients import KeptClient
 from ig_refresh_dagster.health.config import HealthConfig
 from ig_refresh_dagster.health.metric_sources import (
@@ -109,7 +108,6 @@ class SidecarMetrics:
 
     def __init__(self, config: HealthConfig, probe: ReadinessProbe) -> None:
         self._dlq_reader: KeptClient[TopicReader] | None = None
-        self._kept: list[KeptClient[Any]] = []
         self.collector = SnapshotCollector(
             self._sources(config, probe),
             config.metrics_cache_seconds,
@@ -131,15 +129,10 @@ class SidecarMetrics:
                 "accounts": accounts.staleness,
             }
         if probe.redis is not None:
-            token = (
-                c.instagram_access_token.get_secret_value() if c.instagram_access_token else None
+            redis_sources = RedisSources(probe.redis, c.budgets, c.graph_fingerprints, inner)
+            budget_sources = RedisSources(
+                probe.budget_redis or probe.redis, c.budgets, c.graph_fingerprints, inner
             )
-            redis_sources = RedisSources(probe.redis, c.budget_limits, token, inner)
-            budget_sources = redis_sources
-            if c.budget_redis_url and c.budget_redis_url != c.redis_url:
-                budget_redis = redis_client(c.budget_redis_url, inner)
-                self._kept.append(budget_redis)
-                budget_sources = RedisSources(budget_redis, c.budget_limits, token, inner)
             sources |= {"budgets": budget_sources.budgets, "graph": redis_sources.graph}
         if probe.kafka_admin is not None and c.kafka is not None:
             connection = c.kafka
@@ -163,5 +156,3 @@ class SidecarMetrics:
     def close(self) -> None:
         if self._dlq_reader is not None:
             self._dlq_reader.close()
-        for client in self._kept:
-            client.close()

@@ -30,6 +30,7 @@ from ig_refresh_dagster.health.config import HealthConfig
 from ig_refresh_dagster.health.daemon import DagsterInstanceView
 from ig_refresh_dagster.health.dagster_checks import DaemonCheck, SensorCheck
 from ig_refresh_dagster.health.redact import scrub
+from ig_refresh_dagster.stores.budget import GRAPH_BUDGET
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class ReadinessProbe:
         # The kept clients, shared with ``/metrics`` and the history page: one per dependency.
         self.mongo: KeptClient[Any] | None = None
         self.redis: KeptClient[Any] | None = None
+        # The budgets' Redis: ``redis`` itself unless INSTAGRAM_BUDGET_REDIS_URL names another.
+        self.budget_redis: KeptClient[Any] | None = None
         self.kafka_admin: KeptClient[Any] | None = None
         self.view = DagsterInstanceView(config.dagster_home)
         self._checks = self._build_checks()
@@ -84,11 +87,18 @@ class ReadinessProbe:
         redis = redis_client(c.redis_url, inner) if c.redis_url else None
         if redis is not None:
             checks["redis"] = RedisCheck(c.redis_url or "", redis, inner)
-            self.redis = redis
-        token = c.token()
-        if token:
+            self.redis = self.budget_redis = redis
+            if c.budget_redis_url and c.budget_redis_url != c.redis_url:
+                self.budget_redis = redis_client(c.budget_redis_url, inner)
+        if c.graph_configured():
             checks["instagram_graph"] = (
-                GraphCheck(token, redis, inner)
+                GraphCheck(
+                    c.graph_fingerprints,
+                    c.budget_limits[GRAPH_BUDGET],
+                    redis,
+                    self.budget_redis or redis,
+                    inner,
+                )
                 if redis is not None
                 else _fixed(False, "unknown: REDIS_URL not configured")
             )
@@ -111,13 +121,20 @@ class ReadinessProbe:
         results = run_checks(self._checks, self.config.check_timeout_seconds)
         for result in results.values():
             result.detail = scrub(result.detail, self._secrets)
+            if result.items is not None:
+                result.items = {
+                    scrub(key, self._secrets): scrub(text, self._secrets)
+                    for key, text in result.items.items()
+                }
         self._log_changes(results)
         ready = all(results[name].ok for name in CRITICAL_CHECKS)
         body = {
             "status": "ready" if ready else "not_ready",
             "service": SERVICE,
             "checked_at": checked_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "checks": {name: result.model_dump() for name, result in results.items()},
+            "checks": {
+                name: result.model_dump(exclude_none=True) for name, result in results.items()
+            },
         }
         return (HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE), body
 
@@ -132,6 +149,7 @@ class ReadinessProbe:
             self._last_ok[name] = result.ok
 
     def close(self) -> None:
-        for client in (self.view.instance, self.kafka_admin, self.mongo, self.redis):
+        budget_redis = self.budget_redis if self.budget_redis is not self.redis else None
+        for client in (self.view.instance, self.kafka_admin, self.mongo, self.redis, budget_redis):
             if client is not None:
                 client.close()

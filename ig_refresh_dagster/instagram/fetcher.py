@@ -1,17 +1,17 @@
 """One profile fetch: Graph first when it can answer, scraping otherwise, both within budget.
 
-Graph is preferred (exact counts, recent media, sanctioned), but only when it is configured,
-its token is not known to be dead, the account is not known to be invisible to Business
-Discovery, and the fleet-wide hourly budget admits the call. Every Graph answer's usage headers
-are honoured by blocking the budget before Meta throttles us. Anything that makes Graph
-unusable for this account falls back to scraping, which has its own budget. When neither may be
-called, BudgetExhausted says how long to wait.
+Graph is preferred (exact counts, recent media, sanctioned), but only when a credential is
+configured, the account is not known to be invisible to Business Discovery, and a credential
+that is not known to be dead has room in its own fleet-wide hourly budget. The credentials are
+tried in rotation (``graph_pool``); one that is throttled or revoked is sidelined on its own and
+the next one is asked. Every Graph answer's usage headers are honoured by pausing that
+credential's budget before Meta throttles it. When no credential can answer, scraping does,
+within its own budget. When neither may be called, BudgetExhausted says how long to wait.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
 from pydantic import BaseModel
 
@@ -25,7 +25,13 @@ from ig_refresh_dagster.instagram.errors import (
     ScrapeBlocked,
     TransientError,
 )
-from ig_refresh_dagster.instagram.graph import GraphClient
+from ig_refresh_dagster.instagram.graph_pool import (
+    Budget,
+    CredentialState,
+    GraphLane,
+    GraphPool,
+    Memory,
+)
 from ig_refresh_dagster.instagram.models import InstagramProfile
 from ig_refresh_dagster.instagram.scrape import ProfileScraper
 from ig_refresh_dagster.instagram.usage import ApiUsage
@@ -35,30 +41,6 @@ log = logging.getLogger(__name__)
 
 # Scrape blocks about request rate (not about this client being walled off for one profile).
 _SCRAPE_RATE_BLOCKS = frozenset({"scrape_rate_limited", "scrape_please_wait"})
-
-
-class Budget(Protocol):
-    def try_acquire(self) -> float:
-        """0.0 when admitted (and charged), else seconds until capacity; raises
-        BudgetUnavailable when the store is unreachable."""
-        ...
-
-    def block_for(self, seconds: float, reason: str) -> None:
-        """Admit nothing for ``seconds``."""
-        ...
-
-
-class Memory(Protocol):
-    """What the fetcher learned and should not re-learn on every call, shared by the fleet
-    (``stores.fetch_memory`` keeps it in Redis)."""
-
-    def disable_graph(self, token_fingerprint: str, reason: str) -> None: ...
-
-    def graph_disabled_reason(self, token_fingerprint: str) -> str | None: ...
-
-    def remember_not_business(self, username: str, ttl_seconds: int) -> None: ...
-
-    def is_not_business(self, username: str) -> bool: ...
 
 
 class FetchOutcome(BaseModel):
@@ -78,9 +60,8 @@ class _Attempt:
 class ProfileFetcher:
     def __init__(
         self,
-        graph: GraphClient | None,
+        graph: GraphPool,
         scraper: ProfileScraper,
-        graph_budget: Budget,
         scrape_budget: Budget,
         memory: Memory,
         usage_threshold_percent: float = 90.0,
@@ -88,9 +69,8 @@ class ProfileFetcher:
         high_usage_block_seconds: float = 600.0,
         pause_scraping_on_rate_block: bool = False,
     ) -> None:
-        self._graph = graph
+        self._pool = graph
         self._scraper = scraper
-        self._graph_budget = graph_budget
         self._scrape_budget = scrape_budget
         self._memory = memory
         self.usage_threshold_percent = usage_threshold_percent
@@ -104,10 +84,13 @@ class ProfileFetcher:
         self.pause_scraping_on_rate_block = pause_scraping_on_rate_block
 
     def graph_status(self) -> str | None:
-        """Why Graph is disabled for the configured token, or None when it is usable."""
-        if self._graph is None:
-            return None
-        return self._memory.graph_disabled_reason(self._graph.token_fingerprint)
+        """None while some configured credential is not disabled (or none is configured);
+        otherwise why each one is, by fingerprint."""
+        return self._pool.status()
+
+    def pool_status(self) -> list[CredentialState]:
+        """Each credential by fingerprint: disabled reason, budget use, pause."""
+        return self._pool.states()
 
     def fetch(self, raw_username: str) -> FetchOutcome:
         name = validate_username(raw_username)
@@ -126,48 +109,69 @@ class ProfileFetcher:
     # -- Graph --------------------------------------------------------------------------------
 
     def _try_graph(self, name: str, attempt: _Attempt) -> InstagramProfile | None:
-        graph, notes = self._graph, attempt.notes
-        if graph is None:
-            notes.append("graph skipped: not configured")
-            return None
-        disabled = self._memory.graph_disabled_reason(graph.token_fingerprint)
-        if disabled:
-            notes.append(f"graph skipped: disabled for this token ({disabled})")
+        if not self._pool:
+            attempt.notes.append("graph skipped: not configured")
             return None
         if self._memory.is_not_business(name):
-            notes.append(f"graph skipped: @{name} is remembered as not a business/creator account")
+            attempt.notes.append(
+                f"graph skipped: @{name} is remembered as not a business/creator account"
+            )
             return None
+        for lane in self._pool.rotation():
+            profile, try_next = self._try_lane(lane, name, attempt)
+            if profile is not None or not try_next:
+                return profile
+        return None
+
+    def _try_lane(
+        self, lane: GraphLane, name: str, attempt: _Attempt
+    ) -> tuple[InstagramProfile | None, bool]:
+        """(the profile, or None; whether another credential may still answer)."""
+        notes, fingerprint = attempt.notes, lane.fingerprint
+        disabled = self._pool.disabled_reason(lane)
+        if disabled:
+            notes.append(f"graph skipped: disabled for credential {fingerprint} ({disabled})")
+            return None, True
         try:
-            wait = self._graph_budget.try_acquire()
+            wait = lane.budget.try_acquire()
         except BudgetUnavailable as exc:
+            # Every credential's budget lives in the same store: asking the next one is futile.
             notes.append(f"graph refused: {exc.message}")
-            return None
+            return None, False
         if wait > 0:
             attempt.waits.append(wait)
-            notes.append(f"graph skipped: hourly budget exhausted, capacity in {wait:.0f}s")
-            return None
+            notes.append(
+                f"graph skipped: hourly budget exhausted for credential {fingerprint}, "
+                f"capacity in {wait:.0f}s"
+            )
+            return None, True
         try:
-            result = graph.fetch(name)
+            result = lane.client.fetch(name)
         except InstagramError as exc:
-            self._observe_usage(exc.usage, notes)
-            self._graph_failed(name, graph.token_fingerprint, exc, attempt)
-            return None
-        self._observe_usage(result.usage, notes)
-        notes.append("fetched via Graph business discovery")
-        return result.profile
+            self._observe_usage(lane, exc.usage, notes)
+            return None, self._graph_failed(name, lane, exc, attempt)
+        self._observe_usage(lane, result.usage, notes)
+        notes.append(f"fetched via Graph business discovery (credential {fingerprint})")
+        return result.profile, False
 
     def _graph_failed(
-        self, name: str, fingerprint: str, exc: InstagramError, attempt: _Attempt
-    ) -> None:
-        notes = attempt.notes
+        self, name: str, lane: GraphLane, exc: InstagramError, attempt: _Attempt
+    ) -> bool:
+        """Record what the failure means; True when it concerns only this credential."""
+        notes, fingerprint = attempt.notes, lane.fingerprint
         if isinstance(exc, GraphRateLimited):
             attempt.waits.append(exc.retry_after)
-            self._block_graph(exc.retry_after, exc.reason, notes)
-            notes.append(f"graph rate limited, paused for {exc.retry_after:.0f}s: {exc.message}")
-        elif isinstance(exc, GraphAuthError):
+            self._block_graph(lane, exc.retry_after, exc.reason, notes)
+            notes.append(
+                f"graph rate limited, credential {fingerprint} paused for "
+                f"{exc.retry_after:.0f}s: {exc.message}"
+            )
+            return True
+        if isinstance(exc, GraphAuthError):
             self._memory.disable_graph(fingerprint, f"{exc.reason}: {exc.message}"[:300])
-            notes.append(f"graph disabled until the token changes: {exc.message}")
-        elif isinstance(exc, GraphAccountUnavailable):
+            notes.append(f"graph disabled for credential {fingerprint}: {exc.message}")
+            return True
+        if isinstance(exc, GraphAccountUnavailable):
             self._memory.remember_not_business(name, self.not_business_ttl_seconds)
             notes.append(f"graph cannot see @{name} (not a business/creator account): scraping")
         elif isinstance(exc, TransientError):
@@ -175,22 +179,23 @@ class ProfileFetcher:
             notes.append(f"graph failed, will retry later: {exc.message}")
         else:
             notes.append(f"graph failed: {exc.message}")
+        return False
 
-    def _observe_usage(self, usage: ApiUsage | None, notes: list[str]) -> None:
+    def _observe_usage(self, lane: GraphLane, usage: ApiUsage | None, notes: list[str]) -> None:
         if usage is None or usage.max_percent is None:
             return
         if usage.max_percent < self.usage_threshold_percent:
             return
         seconds = usage.regain_after_seconds or self.high_usage_block_seconds
         reason = f"graph usage {usage.max_percent:.0f}% >= {self.usage_threshold_percent:.0f}%"
-        self._block_graph(seconds, reason, notes)
-        notes.append(f"{reason}: graph paused for {seconds:.0f}s")
+        self._block_graph(lane, seconds, reason, notes)
+        notes.append(f"{reason}: credential {lane.fingerprint} paused for {seconds:.0f}s")
 
-    def _block_graph(self, seconds: float, reason: str, notes: list[str]) -> None:
+    def _block_graph(self, lane: GraphLane, seconds: float, reason: str, notes: list[str]) -> None:
         try:
-            self._graph_budget.block_for(seconds, reason)
+            lane.budget.block_for(seconds, reason)
         except BudgetUnavailable as exc:
-            notes.append(f"could not pause graph ({reason}): {exc.message}")
+            notes.append(f"could not pause credential {lane.fingerprint} ({reason}): {exc.message}")
 
     # -- scrape -------------------------------------------------------------------------------
 

@@ -35,7 +35,8 @@ CHECK_SPECS = [
     AssetCheckSpec(
         GRAPH_ENABLED,
         asset=ASSET,
-        description="Graph is usable for the configured token (else every account is scraped).",
+        description="Graph is usable for at least one configured credential (else every "
+        "account is scraped).",
     ),
 ]
 # Fields a complete profile has; a scrape of the HTML page may leave some unknown.

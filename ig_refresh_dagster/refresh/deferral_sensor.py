@@ -3,8 +3,8 @@
 A refresh that had to wait for Instagram ended its run as DEFERRED with a ``retryAt``. Each
 tick this sensor requests a new run for deferrals whose ``retryAt`` has passed:
 
-- no more per tick than the budgets can admit right now (free Graph calls, when Graph is
-  configured and its token not disabled, plus free scrapes, minus retry runs still waiting to
+- no more per tick than the budgets can admit right now (free Graph calls of every credential
+  whose token is not disabled, plus free scrapes, minus retry runs still waiting to
   start), so a backlog of deferrals drains as capacity returns instead of deferring itself
   again all at once;
 - one run per account, and none for an account whose retry is already queued;
@@ -59,10 +59,7 @@ def _free(budget: HourlyBudget) -> tuple[int, str]:
 
 def budget_capacity(instagram: InstagramResource) -> tuple[int, str]:
     """How many refreshes the budgets could admit now, and why (for the tick log)."""
-    budgets = [instagram.scrape_budget()]
-    graph_usable = instagram.access_token and instagram.business_account_id
-    if graph_usable and instagram.fetcher().graph_status() is None:
-        budgets.insert(0, instagram.graph_budget())
+    budgets = [*instagram.usable_graph_budgets(), instagram.scrape_budget()]
     parts = [_free(b) for b in budgets]
     return sum(free for free, _ in parts), ", ".join(why for _, why in parts)
 

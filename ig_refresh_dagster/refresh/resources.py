@@ -11,9 +11,14 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from ig_refresh_dagster import settings
-from ig_refresh_dagster.instagram.errors import BudgetExhausted
-from ig_refresh_dagster.instagram.fetcher import Budget, ProfileFetcher
+from ig_refresh_dagster.instagram.credentials import (
+    CREDENTIALS_VARIABLE,
+    GraphCredential,
+    credential_pool,
+)
+from ig_refresh_dagster.instagram.fetcher import ProfileFetcher
 from ig_refresh_dagster.instagram.graph import GraphClient
+from ig_refresh_dagster.instagram.graph_pool import Budget, GraphLane, GraphPool, charge_first
 from ig_refresh_dagster.instagram.insights import InsightsClient
 from ig_refresh_dagster.instagram.scrape import ProfileScraper
 from ig_refresh_dagster.instagram.transport import GraphTransport
@@ -29,6 +34,7 @@ from ig_refresh_dagster.stores.budget import (
     GRAPH_BUDGET,
     SCRAPE_BUDGET,
     HourlyBudget,
+    graph_budget_name,
 )
 from ig_refresh_dagster.stores.budget_journal import BudgetJournal
 from ig_refresh_dagster.stores.budget_share import BackgroundBudget, BackgroundCapacity, measure
@@ -180,8 +186,11 @@ class KafkaResource(ConfigurableResource):
 
 
 class InstagramResource(ConfigurableResource):
-    """Graph API Business Discovery first, public-page scraping second, both budgeted in Redis
-    (``budget_redis``) with the budgets' journal in MongoDB."""
+    """Graph API Business Discovery first, through a pool of credentials, public-page scraping
+    second, all budgeted in Redis (``budget_redis``) with the budgets' journal in MongoDB.
+
+    The credentials are the single-token pair (``access_token``, ``business_account_id``) and
+    the JSON list ``graph_credentials``; each has its own budget of ``hourly_budget`` calls."""
 
     redis: RedisResource
     budget_redis: BudgetRedisResource
@@ -190,6 +199,7 @@ class InstagramResource(ConfigurableResource):
     web_url: str = setting_field("INSTAGRAM_WEB_URL")
     access_token: str | None = setting_field("INSTAGRAM_ACCESS_TOKEN")
     business_account_id: str | None = setting_field("INSTAGRAM_BUSINESS_ACCOUNT_ID")
+    graph_credentials: str | None = setting_field(CREDENTIALS_VARIABLE)
     hourly_budget: int = setting_field(BUDGET_LIMIT_SETTINGS[GRAPH_BUDGET])
     scrape_hourly_budget: int = setting_field(BUDGET_LIMIT_SETTINGS[SCRAPE_BUDGET])
     backfill_budget_percent: int = setting_field("INSTAGRAM_BACKFILL_BUDGET_PERCENT")
@@ -215,37 +225,86 @@ class InstagramResource(ConfigurableResource):
             )
         return budget
 
-    def background_capacity(self) -> BackgroundCapacity:
-        """What the usable budgets leave to background refreshes right now: Graph counts
-        only while it is configured and its token is not known to be dead."""
-        budgets = [self.scrape_budget()]
-        if self.fetcher().graph_status() is None and self.access_token and self.business_account_id:
-            budgets.insert(0, self.graph_budget())
-        return measure(self.budget_redis.client(), budgets, self.backfill_budget_percent)
+    def credentials(self) -> list[GraphCredential]:
+        """The pool, single-token pair first, each token once; a malformed list raises
+        CredentialsInvalid naming the variable and the entry, never a value."""
+        return credential_pool(self.access_token, self.business_account_id, self.graph_credentials)
 
-    def _budget(self, name: str, limit: int) -> HourlyBudget:
-        return HourlyBudget(
-            self.budget_redis.client(), name, limit, journal=self.mongo.budget_journal()
+    def graph_budgets(self) -> dict[str, HourlyBudget]:
+        """Each credential's own budget, by fingerprint."""
+        return {c.fingerprint: self._graph_budget(i, c) for i, c in enumerate(self.credentials())}
+
+    def _graph_budget(self, index: int, credential: GraphCredential) -> HourlyBudget:
+        """The first credential's budget also counts the calls that the single ``graph`` budget
+        of earlier versions journaled, so an upgrade does not give the token that was spending
+        a second, empty hour."""
+        return self._budget(
+            graph_budget_name(credential.fingerprint),
+            self.hourly_budget,
+            inherits=GRAPH_BUDGET if index == 0 else None,
         )
 
-    def graph_budget(self) -> HourlyBudget:
-        return self._budget(GRAPH_BUDGET, self.hourly_budget)
+    def usable_graph_budgets(self) -> list[HourlyBudget]:
+        """The budgets of credentials not known to be dead."""
+        memory = self._memory()
+        return [
+            budget
+            for fingerprint, budget in self.graph_budgets().items()
+            if memory.graph_disabled_reason(fingerprint) is None
+        ]
+
+    def background_capacity(self) -> BackgroundCapacity:
+        """What the usable budgets leave to background refreshes right now: each credential
+        not known to be dead, and scraping."""
+        budgets = [*self.usable_graph_budgets(), self.scrape_budget()]
+        return measure(self.budget_redis.client(), budgets, self.backfill_budget_percent)
+
+    def _budget(self, name: str, limit: int, inherits: str | None = None) -> HourlyBudget:
+        return HourlyBudget(
+            self.budget_redis.client(),
+            name,
+            limit,
+            journal=self.mongo.budget_journal(),
+            inherits=inherits,
+        )
 
     def scrape_budget(self) -> HourlyBudget:
         return self._budget(SCRAPE_BUDGET, self.scrape_hourly_budget)
 
-    def insights_client(self) -> InsightsClient:
-        """Owner-token insights; every Graph call is charged to the same fleet-wide budget as
-        Business Discovery, so the hourly ceiling holds for all Graph traffic."""
-        budget = self._charged(self.graph_budget())
+    def _memory(self) -> FetchMemory:
+        return FetchMemory(
+            self.redis.client(),
+            graph_disabled_ttl_seconds=int(self.graph_disabled_ttl_hours * 3600),
+        )
 
-        def charge(subject: str) -> None:
-            wait = budget.try_acquire()
-            if wait > 0:
-                raise BudgetExhausted(
-                    f"Graph budget exhausted for {subject}; capacity in {wait:.0f}s",
-                    retry_after=wait,
-                )
+    def _pool(self, memory: FetchMemory) -> GraphPool:
+        lanes = [
+            GraphLane(
+                GraphClient(
+                    self.graph_api_url,
+                    credential.business_account_id,
+                    credential.access_token.get_secret_value(),
+                    media_limit=self.media_limit,
+                    timeout=self.timeout_seconds,
+                ),
+                self._charged(self._graph_budget(index, credential)),
+            )
+            for index, credential in enumerate(self.credentials())
+        ]
+        return GraphPool(lanes, memory)
+
+    def insights_client(self) -> InsightsClient:
+        """Owner-token insights. Each Graph call is charged to a credential of the pool that
+        has capacity (to the one ``graph`` budget when no credential is configured), so the
+        hourly ceiling holds for all Graph traffic."""
+        pool = self._pool(self._memory())
+        if pool:
+            charge = pool.charge
+        else:
+            unpooled = self._charged(self._budget(GRAPH_BUDGET, self.hourly_budget))
+
+            def charge(subject: str) -> None:
+                charge_first([unpooled], subject)
 
         transport = GraphTransport(
             self.graph_api_url, timeout=self.timeout_seconds, before_call=charge
@@ -253,24 +312,12 @@ class InstagramResource(ConfigurableResource):
         return InsightsClient(transport)
 
     def fetcher(self) -> ProfileFetcher:
-        graph = None
-        if self.access_token and self.business_account_id:
-            graph = GraphClient(
-                self.graph_api_url,
-                self.business_account_id,
-                self.access_token,
-                media_limit=self.media_limit,
-                timeout=self.timeout_seconds,
-            )
+        memory = self._memory()
         return ProfileFetcher(
-            graph,
+            self._pool(memory),
             ProfileScraper(self.web_url, timeout=self.timeout_seconds),
-            self._charged(self.graph_budget()),
             self._charged(self.scrape_budget()),
-            FetchMemory(
-                self.redis.client(),
-                graph_disabled_ttl_seconds=int(self.graph_disabled_ttl_hours * 3600),
-            ),
+            memory,
             usage_threshold_percent=self.usage_threshold_percent,
             not_business_ttl_seconds=self.not_business_ttl_hours * 3600,
         )

@@ -173,8 +173,9 @@ class AccountRefresh:
             reason = self.instagram.fetcher().graph_status()
             if reason:
                 self.context.log.error(
-                    f"Graph API is disabled ({reason}); refreshing by scraping only until "
-                    "the Graph credentials are replaced"
+                    f"Graph API is disabled for every configured credential ({reason}); "
+                    "refreshing by scraping only until a token in INSTAGRAM_ACCESS_TOKEN / "
+                    "INSTAGRAM_GRAPH_CREDENTIALS is replaced"
                 )
 
     def upsert(self, account: AccountRecord, outcome: FetchOutcome) -> AccountUpdate:

@@ -167,12 +167,24 @@ return merged
 
 GRAPH_BUDGET = "graph"
 SCRAPE_BUDGET = "scrape"
-# Each fleet-wide budget and the setting holding its hourly limit: the refresh resources and the
-# sidecar's ``/metrics`` build the same budgets (same names, so the same Redis keys) from these.
+# Each kind of fleet-wide budget and the setting holding its hourly limit (per Graph credential
+# for ``graph``): the refresh resources and the sidecar build the same budgets (same names, so
+# the same Redis keys) from these and ``graph_budget_names``.
 BUDGET_LIMIT_SETTINGS = {
     GRAPH_BUDGET: "INSTAGRAM_HOURLY_BUDGET",
     SCRAPE_BUDGET: "INSTAGRAM_SCRAPE_HOURLY_BUDGET",
 }
+
+
+def graph_budget_name(fingerprint: str) -> str:
+    """One Graph credential's own budget, named by its token's fingerprint."""
+    return f"{GRAPH_BUDGET}:{fingerprint}"
+
+
+def graph_budget_names(fingerprints: list[str]) -> list[str]:
+    """The Graph budgets in use: one per credential, or, with no credential configured, the one
+    ``graph`` budget that owner-token insights calls are then charged to."""
+    return [graph_budget_name(f) for f in fingerprints] or [GRAPH_BUDGET]
 
 
 class BudgetStatus(BaseModel):
@@ -189,7 +201,12 @@ class HourlyBudget:
     """At most ``limit_per_hour`` admissions in any rolling window, across every process, and
     across Redis losing its memory when a ``journal`` is given. Without one, Redis is the only
     record (a Redis that forgets starts a fresh window) and the epoch is neither read nor
-    written, so a journal-less budget never hides a loss from a journaled one."""
+    written, so a journal-less budget never hides a loss from a journaled one.
+
+    ``inherits`` names a budget this one replaces (the single ``graph`` budget, for the first
+    credential of a pool): whenever the window is rebuilt from the journal, that budget's
+    journaled calls and pauses are merged in too, so an upgrade does not start the credential
+    that was already spending with an empty hour."""
 
     def __init__(
         self,
@@ -201,6 +218,7 @@ class HourlyBudget:
         journal: BudgetJournal | None = None,
         skew_allowance_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
+        inherits: str | None = None,
     ) -> None:
         self.name = name
         self.limit = limit_per_hour
@@ -210,6 +228,7 @@ class HourlyBudget:
         self._journal = journal
         self._clock = clock
         self._base = f"{prefix}:budget:{name}"
+        self._inherited = None if inherits is None else f"{prefix}:budget:{inherits}"
         self._log_key, self._blocked_key, self._reason_key, self._epoch_key = (
             f"{self._base}:log",
             f"{self._base}:blocked-until",
@@ -309,7 +328,7 @@ class HourlyBudget:
         claimed_at = int(self._run(self._claim, [self._epoch_key, self._claim_key], [token]))
         if not claimed_at:
             return
-        window = self._journaled(journal.window, self._base, claimed_at)
+        window = self._journaled(journal.window, self._base, claimed_at, self._inherited)
         args: list = [
             token,
             self._window_ms,

@@ -67,9 +67,12 @@ class BudgetJournal:
             }
         )
 
-    def window(self, budget: str, now_ms: int) -> JournalWindow:
+    def window(self, budget: str, now_ms: int, inherited: str | None = None) -> JournalWindow:
+        """``budget``'s calls and longest pause, together with ``inherited``'s (a budget it
+        replaces, whose recent calls still count against the same credential)."""
+        names = [budget] if inherited is None else [budget, inherited]
         window = JournalWindow(calls=[])
-        for doc in self._coll.find({"budget": budget, "expiresMs": {"$gt": now_ms}}):
+        for doc in self._coll.find({"budget": {"$in": names}, "expiresMs": {"$gt": now_ms}}):
             if doc.get("kind") == "call":
                 window.calls.append((str(doc["_id"]), int(doc["atMs"])))
             elif int(doc.get("untilMs", 0)) > window.pause_until_ms:

@@ -14,7 +14,7 @@ import math
 import redis
 from pydantic import BaseModel
 
-from ig_refresh_dagster.stores.budget import HourlyBudget
+from ig_refresh_dagster.stores.budget import BudgetStatus, HourlyBudget
 
 
 def background_limit(limit: int, percent: int) -> int:
@@ -43,6 +43,10 @@ class BackgroundBudget:
     def block_for(self, seconds: float, reason: str) -> None:
         """Meta's throttling concerns every caller, so a block goes to the shared budget."""
         self._shared.block_for(seconds, reason)
+
+    def status(self) -> BudgetStatus:
+        """The shared budget's: what every caller of this credential sees."""
+        return self._shared.status()
 
 
 class BudgetRoom(BaseModel):

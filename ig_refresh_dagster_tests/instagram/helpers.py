@@ -14,6 +14,7 @@ from pytest_httpserver import HTTPServer
 from ig_refresh_dagster.devstack.instagram_standin import response_from_spec
 from ig_refresh_dagster.instagram import GraphClient, InstagramProfile, ProfileScraper
 from ig_refresh_dagster.instagram.errors import InstagramError
+from ig_refresh_dagster.instagram.graph_pool import Budget, GraphLane, GraphPool, Memory
 from ig_refresh_dagster.instagram.metrics import DEFAULT_GRAPH_MAJOR
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -83,6 +84,11 @@ def requested_kinds(server: HTTPServer) -> list[str]:
 
 def graph_client(server: HTTPServer, token: str = TOKEN, timeout: float = 5.0) -> GraphClient:
     return GraphClient(server.url_for(f"/{GRAPH_VERSION}"), BUSINESS_ID, token, timeout=timeout)
+
+
+def pool_of(graph: GraphClient | None, budget: Budget, memory: Memory) -> GraphPool:
+    """A pool of this one credential (none without a client)."""
+    return GraphPool([GraphLane(graph, budget)] if graph is not None else [], memory)
 
 
 def scraper(server: HTTPServer) -> ProfileScraper:

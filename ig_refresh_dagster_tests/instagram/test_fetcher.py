@@ -32,6 +32,7 @@ from .helpers import (
     case_params,
     graph_client,
     load_case,
+    pool_of,
     requested_kinds,
     scraper,
     serve,
@@ -70,9 +71,8 @@ class Rig:
         self.memory = FetchMemory(client)
         self.graph = graph_client(server) if graph == "default" else graph
         self.fetcher = ProfileFetcher(
-            self.graph,  # type: ignore[arg-type]
+            pool_of(self.graph, self.graph_budget, self.memory),  # type: ignore[arg-type]
             scraper(server),
-            self.graph_budget,
             self.scrape_budget,
             self.memory,
             **options,
@@ -100,7 +100,9 @@ def test_graph_success_uses_only_graph(httpserver: HTTPServer, redis_client: red
     rig.graph_answers("ok_full")
     outcome = rig.fetcher.fetch("@Acme.Studio")
     assert outcome.profile.method == "business_discovery"
-    assert outcome.notes == ["fetched via Graph business discovery"]
+    assert outcome.notes == [
+        f"fetched via Graph business discovery (credential {rig.graph.token_fingerprint})"
+    ]
     assert rig.kinds() == ["graph"]
     assert rig.graph_budget.status().used == 1
     assert rig.scrape_budget.status().used == 0
@@ -146,17 +148,18 @@ def test_auth_error_disables_graph_until_token_changes(
     rig.scrape_answers(SCRAPE_OK)
     outcome = rig.fetcher.fetch("sam.outdoors")
     assert outcome.profile.method == "web_profile_json"
-    assert any("disabled until the token changes" in n for n in outcome.notes)
+    assert any(n.startswith("graph disabled for credential") for n in outcome.notes)
     status = rig.fetcher.graph_status()
-    assert status is not None and status.startswith("graph_auth_190")
+    assert status is not None
+    assert status.startswith(f"credential {rig.graph.token_fingerprint}: graph_auth_190")
     again = rig.fetcher.fetch("sam.outdoors")
-    assert again.notes[0].startswith("graph skipped: disabled for this token (graph_auth_190")
+    assert again.notes[0].startswith("graph skipped: disabled for credential")
+    assert "(graph_auth_190" in again.notes[0]
     assert rig.kinds() == ["graph", "json", "json"]
 
     fresh = ProfileFetcher(
-        graph_client(httpserver, token="a-new-token"),
+        pool_of(graph_client(httpserver, token="a-new-token"), rig.graph_budget, rig.memory),
         scraper(httpserver),
-        rig.graph_budget,
         rig.scrape_budget,
         rig.memory,
     )

@@ -33,6 +33,8 @@ from ig_refresh_dagster.instagram.transport import GraphTransport
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 
+from .helpers import pool_of
+
 BUSINESS_ID = "17841400000000001"
 ACCOUNTS: list[dict[str, Any]] = json.loads(
     (DEFAULT_FIXTURES / "accounts.json").read_text(encoding="utf-8")
@@ -56,12 +58,16 @@ def test_demo_fixtures_cover_every_outcome() -> None:
 def test_demo_account_outcome(
     standin: InstagramStandin, redis_client: redis.Redis, account: dict[str, Any]
 ) -> None:
+    memory = FetchMemory(redis_client)
     fetcher = ProfileFetcher(
-        GraphClient(standin.graph_url, BUSINESS_ID, "demo-token"),
+        pool_of(
+            GraphClient(standin.graph_url, BUSINESS_ID, "demo-token"),
+            HourlyBudget(redis_client, "graph", 100),
+            memory,
+        ),
         ProfileScraper(standin.web_url),
-        HourlyBudget(redis_client, "graph", 100),
         HourlyBudget(redis_client, "scrape", 100),
-        FetchMemory(redis_client),
+        memory,
     )
     expected = account["expected"]
     if expected == "blocked":

@@ -17,7 +17,14 @@ from ig_refresh_dagster.instagram import GraphClient, InstagramError, ProfileFet
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 
-from .helpers import BUSINESS_ID, GRAPH_PATH, GRAPH_VERSION, scraper, wait_until_answered
+from .helpers import (
+    BUSINESS_ID,
+    GRAPH_PATH,
+    GRAPH_VERSION,
+    pool_of,
+    scraper,
+    wait_until_answered,
+)
 
 SECRET = "EAAGleakCHECK0123456789abcdefSECRET"
 
@@ -97,12 +104,12 @@ def _check_everything(
 
 
 def _fetcher(graph: GraphClient, server: HTTPServer, client: redis.Redis) -> ProfileFetcher:
+    memory = FetchMemory(client)
     return ProfileFetcher(
-        graph,
+        pool_of(graph, HourlyBudget(client, "graph", 100), memory),
         scraper(server),
-        HourlyBudget(client, "graph", 100),
         HourlyBudget(client, "scrape", 100),
-        FetchMemory(client),
+        memory,
     )
 
 
