@@ -126,6 +126,14 @@ def test_plan_evicts_never_materialized_then_oldest_down_to_ninety_percent() -> 
     assert plan_eviction(k[:10], latest, set(), cap=10).evict == [], "at the cap: nothing"
 
 
+def test_one_pass_evicts_a_bounded_number_and_says_how_many_are_left() -> None:
+    k = keys(30)
+    first = plan_eviction(k, {}, protected=set(), cap=10, per_pass=5)
+    assert first.evict == k[:5]
+    assert first.left_for_later == 16
+    assert "16 more go in the next passes" in " ".join(first.report())
+
+
 def test_sensor_evicts_the_oldest_and_keeps_runs_and_events(
     instance: DagsterInstance, mongo_uri: str, mongo_db
 ) -> None:
