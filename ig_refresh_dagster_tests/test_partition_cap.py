@@ -47,6 +47,7 @@ from ig_refresh_dagster.refresh.partition_cap import (
     SETTING,
     AccountPartitionCap,
     account_partition_cap_sensor,
+    evict,
     plan_eviction,
 )
 from ig_refresh_dagster.refresh.resources import MongoResource
@@ -89,24 +90,23 @@ def materializations(instance: DagsterInstance, key: str) -> int:
 
 def evaluate(
     instance: DagsterInstance, mongo_uri: str, cap: int, recent_minutes: int = 0
-) -> SensorResult:
-    """One evaluation, then what the daemon does with it: delete the requested keys."""
+) -> tuple[SensorResult, set[str]]:
+    """One evaluation; returns its result and the keys it deleted."""
     resources = {
         "mongo": MongoResource(uri=mongo_uri),
         "partition_cap": AccountPartitionCap(
             max_partitions=cap, keep_added_within_minutes=recent_minutes
         ),
     }
+    before = set(remaining(instance))
     with build_sensor_context(instance=instance, resources=resources) as context:
         result = account_partition_cap_sensor(context)
-    for request in result.dynamic_partitions_requests or []:
-        for key in request.partition_keys:
-            instance.delete_dynamic_partition(request.partitions_def_name, key)
-    return result
+    assert not result.dynamic_partitions_requests and not result.run_requests
+    return result, before - set(remaining(instance))
 
 
-def evicted(result: SensorResult) -> list[str]:
-    return [k for r in result.dynamic_partitions_requests or [] for k in r.partition_keys]
+def evicted(outcome: tuple[SensorResult, set[str]]) -> set[str]:
+    return outcome[1]
 
 
 def remaining(instance: DagsterInstance) -> list[str]:
@@ -141,10 +141,11 @@ def test_sensor_evicts_the_oldest_and_keeps_runs_and_events(
     instance.add_dynamic_partitions(instagram_accounts.name, k)
     materialize(instance, k[3], *k[:3], *k[4:10])  # k[3] refreshed longest ago; k[10:] never
 
-    result = evaluate(instance, mongo_uri, cap=10)
+    outcome = evaluate(instance, mongo_uri, cap=10)
 
-    assert evicted(result) == [k[10], k[11], k[3]]
-    assert remaining(instance) == [key for key in k if key not in evicted(result)]
+    assert evicted(outcome) == {k[10], k[11], k[3]}
+    assert remaining(instance) == [key for key in k if key not in evicted(outcome)]
+    assert "evicted 3 account partitions" in outcome[0].skip_reason.skip_message
     # Only the key went: the evicted account's materialization is still in the event log.
     assert materializations(instance, k[3]) == 1
 
@@ -155,26 +156,25 @@ def test_hysteresis_one_new_key_does_not_evict_every_tick(
     k = keys(21)
     instance.add_dynamic_partitions(instagram_accounts.name, k[:20])
     materialize(instance, *k[:20])
-    assert evicted(evaluate(instance, mongo_uri, cap=20)) == []
+    assert evicted(evaluate(instance, mongo_uri, cap=20)) == set()
 
     instance.add_dynamic_partitions(instagram_accounts.name, [k[20]])
     materialize(instance, k[20])
     first = evaluate(instance, mongo_uri, cap=20)
-    assert evicted(first) == k[:3], "21 keys, cap 20: down to 18, oldest first"
+    assert evicted(first) == set(k[:3]), "21 keys, cap 20: down to 18, oldest first"
 
     instance.add_dynamic_partitions(instagram_accounts.name, keys(23)[21:])
     second = evaluate(instance, mongo_uri, cap=20)
-    assert evicted(second) == [] and len(remaining(instance)) == 20
-    assert second.skip_reason and "within the cap" in second.skip_reason.skip_message
+    assert evicted(second) == set() and len(remaining(instance)) == 20
+    assert "within the cap" in second[0].skip_reason.skip_message
 
 
 def test_cap_zero_is_off(instance: DagsterInstance, mongo_uri: str, mongo_db) -> None:
     instance.add_dynamic_partitions(instagram_accounts.name, keys(50))
-    result = evaluate(instance, mongo_uri, cap=0)
-    assert evicted(result) == []
+    outcome = evaluate(instance, mongo_uri, cap=0)
+    assert evicted(outcome) == set()
     assert len(remaining(instance)) == 50
-    assert result.skip_reason
-    assert f"no cap ({SETTING}=0)" in result.skip_reason.skip_message
+    assert f"no cap ({SETTING}=0)" in outcome[0].skip_reason.skip_message
 
 
 def test_keys_with_something_about_to_run_are_never_evicted(
@@ -208,18 +208,34 @@ def test_keys_with_something_about_to_run_are_never_evicted(
     instance.add_dynamic_partitions(instagram_accounts.name, [deferred])
     materialize(instance, *k[5:])  # the unprotected keys are the most recently refreshed
 
-    result = evaluate(instance, mongo_uri, cap=2)
+    outcome = evaluate(instance, mongo_uri, cap=2)
 
-    assert evicted(result) == k[5:]
+    assert evicted(outcome) == set(k[5:])
     assert sorted(remaining(instance)) == sorted([*k[:5], deferred])
+
+
+def test_a_run_queued_after_the_plan_still_keeps_its_key(instance: DagsterInstance) -> None:
+    """The pass reads the runs in flight again before each batch it deletes."""
+    k = keys(3)
+    instance.add_dynamic_partitions(instagram_accounts.name, k)
+    instance.add_run(
+        DagsterRun(
+            job_name=instagram_refresh_job.name,
+            status=DagsterRunStatus.QUEUED,
+            tags={"dagster/partition": k[1]},
+            remote_job_origin=ORIGIN,
+        )
+    )
+    assert evict(instance, k) == [k[0], k[2]]
+    assert remaining(instance) == [k[1]]
 
 
 def test_keys_just_added_are_kept_for_their_run(
     instance: DagsterInstance, mongo_uri: str, mongo_db
 ) -> None:
     instance.add_dynamic_partitions(instagram_accounts.name, keys(30))
-    result = evaluate(instance, mongo_uri, cap=10, recent_minutes=10)
-    assert evicted(result) == []
+    outcome = evaluate(instance, mongo_uri, cap=10, recent_minutes=10)
+    assert evicted(outcome) == set()
     assert len(remaining(instance)) == 30
 
 
@@ -309,7 +325,7 @@ def test_an_evicted_account_is_added_back_and_refreshed_by_a_sensor(
     first = run_refresh(account, scrape_resources, instance)
     assert first.success
     materialize(instance, *others)  # the account is now the one refreshed longest ago
-    assert evicted(evaluate(instance, mongo_uri, cap=10)) == [account, others[0]]
+    assert evicted(evaluate(instance, mongo_uri, cap=10)) == {account, others[0]}
     assert account not in remaining(instance)
 
     # A week later the freshness sensor finds it overdue and asks for its key back.
