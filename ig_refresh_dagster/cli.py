@@ -34,10 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     retention.add_argument("--max-runs", type=int, default=100_000, help="runs per pass")
     _add_backfill(sub)
     partitions = sub.add_parser("partitions", help="manage the instagram_accounts partitions")
-    cleanup = partitions.add_subparsers(dest="action", required=True).add_parser(
+    partition_actions = partitions.add_subparsers(dest="action", required=True)
+    cleanup = partition_actions.add_parser(
         "cleanup", help="remove keys that are not account ids or whose Account no longer exists"
     )
     cleanup.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
+    partition_actions.add_parser(
+        "cap",
+        help="dry run of account_partition_cap_sensor: which keys it would evict, and why",
+    )
     args, rest = parser.parse_known_args(argv)
     if args.command == "health":
         from ig_refresh_dagster.health.server import main as health_main
@@ -54,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "backfill":
         return _backfill(args)
     if args.command == "partitions":
-        return _cleanup_partitions(args.dry_run)
+        return _cap_report() if args.action == "cap" else _cleanup_partitions(args.dry_run)
     try:
         from ig_refresh_dagster.devstack.demo import run_demo, run_dev
         from ig_refresh_dagster.devstack.stack import data_dir
@@ -270,6 +275,23 @@ def _cleanup_partitions(dry_run: bool) -> int:
             return 0
         apply_cleanup(instance, plan)
     print(f"removed {len(plan.keys)} partitions")
+    return 0
+
+
+def _cap_report() -> int:
+    from dagster import DagsterInstance
+
+    from ig_refresh_dagster.refresh.partition_cap import SETTING, AccountPartitionCap, plan_cap
+
+    try:
+        cap = AccountPartitionCap(max_partitions=settings.int_value(SETTING))
+    except ValueError as exc:  # pydantic's ValidationError is one too
+        print(f"ig-refresh partitions cap: {SETTING}: {exc}", file=sys.stderr)
+        return 2
+    with DagsterInstance.get() as instance, _operator_resources() as resources:
+        plan = plan_cap(instance, resources.mongo.refresh_log(), cap)
+    print("\n".join(plan.report()))
+    print("dry run: nothing evicted (account_partition_cap_sensor evicts)")
     return 0
 
 

@@ -13,6 +13,10 @@ from ig_refresh_dagster.refresh.deferral_sensor import deferred_refresh_sensor
 from ig_refresh_dagster.refresh.freshness import instagram_freshness_sensor
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
 from ig_refresh_dagster.refresh.job import instagram_profile, instagram_refresh_job
+from ig_refresh_dagster.refresh.partition_cap import (
+    AccountPartitionCap,
+    account_partition_cap_sensor,
+)
 from ig_refresh_dagster.refresh.resources import (
     BudgetRedisResource,
     InstagramResource,
@@ -72,6 +76,9 @@ def build_resources() -> dict[str, object]:
             freshness_days=env_int("INSTAGRAM_FRESHNESS_DAYS"),
             min_refresh_interval_hours=env_int("INSTAGRAM_MIN_REFRESH_INTERVAL_HOURS"),
         ),
+        "partition_cap": AccountPartitionCap(
+            max_partitions=env_int("INSTAGRAM_MAX_ACCOUNT_PARTITIONS")
+        ),
     }
 
 
@@ -85,6 +92,7 @@ defs = Definitions(
         instagram_freshness_sensor,
         refresh_dead_run_reaper,
         refresh_log_reconciler,
+        account_partition_cap_sensor,
     ],
     resources=build_resources(),
     # Materialize, re-execute and backfills launched in the UI run the implicit asset job:

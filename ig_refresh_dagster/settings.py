@@ -53,6 +53,7 @@ SETTINGS: dict[str, Setting] = {
         Setting(name="HOST", default="127.0.0.1"),
         Setting(name="PORT", default=3053),
         Setting(name="RUN_RETENTION_DAYS", default=30),
+        Setting(name="INSTAGRAM_MAX_ACCOUNT_PARTITIONS", default=15_000),
     ]
 }
 

@@ -135,3 +135,13 @@ print("exiting", flush=True)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["exiting", "closed"]
+
+
+def test_account_handles_get_an_index_for_look_ups_by_handle(mongo_uri: str, mongo_db) -> None:
+    """Without it the history page and backfill by handles scan every Account; the handles
+    stay non-unique (the platform's own data decides that)."""
+    seed_account(mongo_db, handle="same")
+    seed_account(mongo_db, handle="same")
+    MongoResource(uri=mongo_uri).db()
+    keys = [ix["key"] for ix in mongo_db["Account"].index_information().values()]
+    assert [("handle", 1)] in [list(k) for k in keys]

@@ -89,6 +89,7 @@ class MongoResource(ConfigurableResource):
         ensure_indexes_once(
             (uri, self.database),
             [
+                AccountStore(db).ensure_indexes,
                 RefreshLogStore(db).ensure_indexes,
                 InsightsStore(db).ensure_indexes,
                 ProfileHistoryStore(db).ensure_indexes,

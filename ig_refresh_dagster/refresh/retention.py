@@ -36,6 +36,7 @@ from ig_refresh_dagster import settings
 from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster.refresh.instance_housekeeping import (
     forget_cached_partition_status,
+    partitions_in_flight,
     remove_run_files,
 )
 from ig_refresh_dagster.refresh.resources import MongoResource
@@ -44,13 +45,6 @@ from ig_refresh_dagster.stores.mongo import open_client
 
 PROFILE_ASSET = AssetKey("instagram_profile")
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
-ACTIVE = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-]
 PAGE = 500
 # One pass deletes at most this many runs, so a first pass over years of history still ends;
 # the next pass continues where it stopped.
@@ -98,11 +92,6 @@ def prune_runs(
     return done, bool(instance.get_run_records(old, limit=1, cursor=cursor))
 
 
-def _partitions_in_flight(instance: DagsterInstance) -> set[str]:
-    records = instance.get_run_records(RunsFilter(statuses=ACTIVE))
-    return {key for r in records if (key := r.dagster_run.tags.get("dagster/partition"))}
-
-
 def archive_partitions(
     instance: DagsterInstance, db: object, dry_run: bool
 ) -> tuple[Counter[str], int]:
@@ -110,7 +99,7 @@ def archive_partitions(
     A later refresh event for such an account adds its partition back."""
     keys = instance.get_dynamic_partitions(instagram_accounts.name)
     archivable = archivable_accounts(db, keys)
-    in_flight = _partitions_in_flight(instance) if archivable else set()
+    in_flight = partitions_in_flight(instance) if archivable else set()
     archived: Counter[str] = Counter()
     for key, reason in sorted(archivable.items()):
         if key in in_flight:

@@ -182,6 +182,11 @@ class RefreshLogStore:
             for e in entries
         ]
 
+    def deferred_accounts(self) -> set[str]:
+        """Accounts with an open deferral, due or not (the ``status`` index answers it)."""
+        open_deferrals = {"status": DEFERRED, "retriedBy": {"$exists": False}}
+        return {str(e["accountId"]) for e in self._coll.find(open_deferrals, {"accountId": 1})}
+
     def mark_retried(self, deferred_run_id: str, run_id: str) -> None:
         """Records a retry run that Dagster already has, so the deferral is no longer open."""
         self._coll.update_one(
