@@ -20,9 +20,9 @@ from ig_refresh_dagster.instagram.errors import (
     InstagramError,
     ScrapeBlocked,
 )
-from ig_refresh_dagster.instagram.fetcher import FetchOutcome
+from ig_refresh_dagster.instagram.fetcher import FetchOutcome, ProfileFetcher
 from ig_refresh_dagster.partitions import is_account_id
-from ig_refresh_dagster.refresh.failures import TRANSIENT, TRANSIENT_RETRIES, classified
+from ig_refresh_dagster.refresh.failures import TRANSIENT, classified, is_last_attempt
 from ig_refresh_dagster.refresh.min_interval import name_run, skip_if_recent
 from ig_refresh_dagster.refresh.outcomes import InsightsOutcome, InsightsStatus
 from ig_refresh_dagster.refresh.resources import InstagramResource, MongoResource, RedisResource
@@ -139,7 +139,7 @@ class AccountRefresh:
                         self.mongo.accounts().mark_gone(account.id, _now())
                     raise
         finally:
-            self._warn_if_graph_disabled()
+            self._warn_if_graph_disabled(fetcher)
         self.context.log.info("fetch: " + "; ".join(outcome.notes))
         return outcome
 
@@ -167,10 +167,10 @@ class AccountRefresh:
             "now without writing the account; deferred_refresh_sensor runs it again then."
         )
 
-    def _warn_if_graph_disabled(self) -> None:
+    def _warn_if_graph_disabled(self, fetcher: ProfileFetcher) -> None:
         """A dead token silently halves what we can read; say so loudly in every run."""
         with contextlib.suppress(*TRANSIENT):
-            reason = self.instagram.fetcher().graph_status()
+            reason = fetcher.graph_status()
             if reason:
                 self.context.log.error(
                     f"Graph API is disabled for every configured credential ({reason}); "
@@ -216,8 +216,8 @@ class AccountRefresh:
             )
             self.mongo.insights().save(account.id, insights, _now())
         except Exception as exc:
-            retries_left = self.context.retry_number < TRANSIENT_RETRIES.max_retries
-            if isinstance(exc, TRANSIENT) and retries_left and not isinstance(exc, BudgetExhausted):
+            retried = isinstance(exc, TRANSIENT) and not isinstance(exc, BudgetExhausted)
+            if retried and not is_last_attempt(self.context, exc):
                 raise
             detail = (
                 exc.message if isinstance(exc, InstagramError) else f"{type(exc).__name__}: {exc}"
