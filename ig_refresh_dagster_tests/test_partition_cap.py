@@ -42,12 +42,12 @@ from pytest_httpserver import HTTPServer
 from ig_refresh_dagster.definitions import build_resources
 from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster.refresh.freshness import instagram_freshness_sensor
+from ig_refresh_dagster.refresh.instance_housekeeping import delete_idle_partitions
 from ig_refresh_dagster.refresh.job import instagram_refresh_job
 from ig_refresh_dagster.refresh.partition_cap import (
     SETTING,
     AccountPartitionCap,
     account_partition_cap_sensor,
-    evict,
     plan_eviction,
 )
 from ig_refresh_dagster.refresh.resources import MongoResource
@@ -226,7 +226,7 @@ def test_a_run_queued_after_the_plan_still_keeps_its_key(instance: DagsterInstan
             remote_job_origin=ORIGIN,
         )
     )
-    assert evict(instance, k) == [k[0], k[2]]
+    assert delete_idle_partitions(instance, instagram_accounts.name, k) == [k[0], k[2]]
     assert remaining(instance) == [k[1]]
 
 

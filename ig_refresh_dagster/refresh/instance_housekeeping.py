@@ -22,7 +22,7 @@ Adapter around non-public ``DagsterInstance`` surfaces, kept in this one module 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -64,6 +64,26 @@ def partitions_in_flight(instance: DagsterInstance) -> set[str]:
     """Partitions with a run queued, starting, running or being canceled."""
     records = instance.get_run_records(RunsFilter(statuses=ACTIVE))
     return {key for r in records if (key := r.dagster_run.tags.get(PARTITION_TAG))}
+
+
+# Runs in flight are read again before each batch: a run queued for a key while a pass deletes
+# keys is noticed within one batch (under 2 s), not after the whole pass.
+DELETE_BATCH = 200
+
+
+def delete_idle_partitions(
+    instance: DagsterInstance, partitions_def_name: str, keys: Sequence[str]
+) -> list[str]:
+    """Deletes those of ``keys`` that no run is queued for or running (a run whose key is gone
+    fails). Returns the keys deleted."""
+    deleted: list[str] = []
+    for start in range(0, len(keys), DELETE_BATCH):
+        busy = partitions_in_flight(instance)
+        for key in keys[start : start + DELETE_BATCH]:
+            if key not in busy:
+                instance.delete_dynamic_partition(partitions_def_name, key)
+                deleted.append(key)
+    return deleted
 
 
 def partitions_awaiting_retry(instance: DagsterInstance, since: datetime) -> set[str]:

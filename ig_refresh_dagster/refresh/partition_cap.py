@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster.refresh.instance_housekeeping import (
+    delete_idle_partitions,
     latest_materialization_by_partition,
     partitions_added_within,
     partitions_awaiting_retry,
@@ -52,9 +53,6 @@ RETRY_WINDOW = timedelta(hours=1)
 # Deleting a key takes about 8 ms on a loaded SQLite instance; a pass stays well inside
 # Dagster's 60 s sensor evaluation timeout.
 MAX_EVICT_PER_PASS = 2_000
-# Runs in flight are read again before each batch: a run queued for a key while the pass
-# deletes keys is noticed within one batch (under 2 s), not after the whole pass.
-DELETE_BATCH = 200
 SAMPLE = 5
 
 
@@ -195,24 +193,13 @@ def account_partition_cap_sensor(
         return SensorResult(skip_reason="; ".join(lines))
     for line in lines:
         context.log.info(line)
-    evicted = evict(context.instance, plan.evict)
+    # Deleted here rather than through a DeleteDynamicPartitionsRequest: the daemon would
+    # delete them one by one after this evaluation, for up to half a minute, while the other
+    # sensors queue runs for the same accounts (the oldest-refreshed accounts are the ones the
+    # platform asks to refresh).
+    evicted = delete_idle_partitions(context.instance, instagram_accounts.name, plan.evict)
     kept = len(plan.evict) - len(evicted)
     return SensorResult(
         skip_reason=f"evicted {len(evicted)} account partitions"
         + (f"; kept {kept} whose run was queued during the pass" if kept else "")
     )
-
-
-def evict(instance: DagsterInstance, keys: Sequence[str]) -> list[str]:
-    """Deletes ``keys`` here rather than through a ``DeleteDynamicPartitionsRequest``: the
-    daemon would delete them one by one after this evaluation, for up to half a minute, while
-    the other sensors queue runs for the same accounts (the oldest-refreshed accounts are the
-    ones the platform asks to refresh). Returns the keys deleted."""
-    deleted: list[str] = []
-    for start in range(0, len(keys), DELETE_BATCH):
-        busy = partitions_in_flight(instance)
-        for key in keys[start : start + DELETE_BATCH]:
-            if key not in busy:
-                instance.delete_dynamic_partition(instagram_accounts.name, key)
-                deleted.append(key)
-    return deleted

@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 from ig_refresh_dagster import settings
 from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster.refresh.instance_housekeeping import (
+    delete_idle_partitions,
     forget_cached_partition_status,
     partitions_in_flight,
     remove_run_files,
@@ -99,15 +100,12 @@ def archive_partitions(
     A later refresh event for such an account adds its partition back."""
     keys = instance.get_dynamic_partitions(instagram_accounts.name)
     archivable = archivable_accounts(db, keys)
-    in_flight = partitions_in_flight(instance) if archivable else set()
-    archived: Counter[str] = Counter()
-    for key, reason in sorted(archivable.items()):
-        if key in in_flight:
-            continue
-        if not dry_run:
-            instance.delete_dynamic_partition(instagram_accounts.name, key)
-        archived[reason.value] += 1
-    return archived, len(set(archivable) & in_flight)
+    if dry_run:
+        in_flight = partitions_in_flight(instance) if archivable else set()
+        archived = [key for key in archivable if key not in in_flight]
+    else:
+        archived = delete_idle_partitions(instance, instagram_accounts.name, sorted(archivable))
+    return Counter(archivable[key].value for key in archived), len(archivable) - len(archived)
 
 
 def apply_retention(
