@@ -76,6 +76,4 @@ def _csv(rows: list[AccountOutcome], out: IO[str]) -> None:
     writer = csv.DictWriter(out, fieldnames=COLUMNS)
     writer.writeheader()
     for row in rows:
-        writer.writerow(
-            {k: "" if v is None else v for k, v in row.model_dump(mode="json").items()}
-        )
+        writer.writerow({k: "" if v is None else v for k, v in row.model_dump(mode="json").items()})

@@ -69,11 +69,13 @@ class BackfillReport(BaseModel):
         return {o: found[o] for o in ordered}
 
     def waiting(self) -> int:
-        return sum(a.outcome not in FINAL for a in self.accounts)
+        """Accounts whose run has not started or not ended; DEFERRED ones wait for their
+        ``retry_at`` instead."""
+        return sum(a.outcome in (NOT_STARTED, IN_PROGRESS) for a in self.accounts)
 
     def rate_per_hour(self, now: datetime) -> float | None:
         """Accounts finished per hour since the backfill was created (None before the first)."""
-        done = len(self.accounts) - self.waiting()
+        done = sum(a.outcome in FINAL for a in self.accounts)
         hours = (now - self.created_at).total_seconds() / 3600
         return done / hours if done and hours > 0 else None
 
@@ -89,7 +91,10 @@ class BackfillReport(BaseModel):
         lines.append(f"rate so far: {f'{rate:.1f} accounts/h' if rate else 'none finished yet'}")
         if self.waiting() and capacity is not None:
             eta = duration_text(capacity.eta_seconds(self.waiting()))
-            lines.append(f"ETA for the {self.waiting()} left: {eta} at the backfill share")
+            lines.append(
+                f"ETA for the {self.waiting()} not started or running: {eta} at the backfill "
+                "share of the hourly budgets"
+            )
         lines.append(f"page: {self.page} (on the Dagster webserver)")
         return lines
 
@@ -205,7 +210,9 @@ def backfill_report(instance: DagsterInstance, db: Any, backfill_id: str) -> Bac
         run = latest.get(account_id)
         handle = stored.get(account_id) or (run.tags.get(HANDLE) if run else None)
         if run is None:
-            accounts.append(AccountOutcome(account_id=account_id, handle=handle, outcome=NOT_STARTED))
+            accounts.append(
+                AccountOutcome(account_id=account_id, handle=handle, outcome=NOT_STARTED)
+            )
             continue
         entry = entries.get(run.run_id, {"runId": run.run_id})
         accounts.append(_outcome(account_id, handle, _last_of_chain(log, entry)))

@@ -54,7 +54,8 @@ def _cursor(raw: str | None) -> list[str]:
 def backfill_summary_sensor(context: SensorEvaluationContext, mongo: MongoResource) -> SensorResult:
     done = _cursor(context.cursor)
     ended = context.instance.get_backfills(
-        filters=BulkActionsFilter(statuses=ENDED, created_after=datetime.now(UTC) - LOOKBACK), limit=REMEMBERED
+        filters=BulkActionsFilter(statuses=ENDED, created_after=datetime.now(UTC) - LOOKBACK),
+        limit=REMEMBERED,
     )
     events = []
     try:
