@@ -105,7 +105,7 @@ class BackfillReport(BaseModel):
             retries = [a.retry_at for a in rows if a.retry_at]
             return f"  next retry {min(retries):%Y-%m-%d %H:%M} UTC" if retries else ""
         reasons = Counter(a.reason for a in rows if a.reason)
-        return "".join(f"\n      {n} × {reason}" for reason, n in reasons.most_common(5))
+        return "".join(f"\n      {n}: {reason}" for reason, n in reasons.most_common(5))
 
     def markdown(self) -> str:
         """The outcome table Dagster shows: counts, then up to ``TABLE_ROWS`` accounts."""
@@ -141,7 +141,7 @@ def _time(value: Any) -> datetime | None:
     return as_utc(value) if isinstance(value, datetime) else None
 
 
-def _outcome(account_id: str, handle: str | None, entry: dict[str, Any]) -> AccountOutcome:
+def account_outcome(account_id: str, handle: str | None, entry: dict[str, Any]) -> AccountOutcome:
     status = entry.get("status", IN_PROGRESS)
     # Whatever reason a writer gave is shown as-is; a failure adds its error.
     said = [entry.get("reason"), entry.get("error") if status == "FAILED" else None]
@@ -160,7 +160,7 @@ def _outcome(account_id: str, handle: str | None, entry: dict[str, Any]) -> Acco
     )
 
 
-def _last_of_chain(log: RefreshLogStore, entry: dict[str, Any]) -> dict[str, Any]:
+def final_entry(log: RefreshLogStore, entry: dict[str, Any]) -> dict[str, Any]:
     """A deferral continues in the run that adopted it: follow ``retriedBy`` to its end."""
     for _ in range(MAX_CHAIN):
         retry = entry.get("retriedBy")
@@ -215,7 +215,7 @@ def backfill_report(instance: DagsterInstance, db: Any, backfill_id: str) -> Bac
             )
             continue
         entry = entries.get(run.run_id, {"runId": run.run_id})
-        accounts.append(_outcome(account_id, handle, _last_of_chain(log, entry)))
+        accounts.append(account_outcome(account_id, handle, final_entry(log, entry)))
     return BackfillReport(
         backfill_id=backfill_id,
         title=backfill.title,
