@@ -8,6 +8,7 @@ import csv
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,42 +37,58 @@ def wait_for_backfill(instance: DagsterInstance, backfill_id: str, deadline: flo
     pytest.fail(f"backfill {backfill_id} still {backfill.status}")
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_backfill_by_query_runs_through_the_daemon_named_in_process_and_completes(
+@pytest.fixture
+def deployment(
     tmp_path: Path,
     topics: Topics,
     redis_url_for_test: str,
-    redis_client: redis.Redis,
     mongo_uri: str,
-    mongo_db,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+) -> Iterator[tuple[Path, dict[str, str]]]:
+    """The Instagram stand-in running and the deployment's variables set, as the CLI and the
+    daemon see them: (DAGSTER_HOME, the daemon's environment)."""
     home = dagster_home(tmp_path)
-    names = ["bluebird.bakery", "sam.outdoors", "lena.fotografie"]
-    chosen = seed_demo(mongo_db, redis_client, names)
-
     with InstagramStandin(token=TOKEN) as standin:
         env = daemon_env(home, topics, redis_url_for_test, mongo_uri, standin)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        assert main(["backfill", "--never-refreshed"]) == 0
-        backfill_id = capsys.readouterr().out.split("backfill ")[-1].split()[0]
-        daemon = launch_daemon(env, tmp_path / "daemon.log")
-        instance = DagsterInstance.from_config(str(home))
-        try:
-            backfill = wait_for_backfill(instance, backfill_id, time.monotonic() + 240)
-            runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
-            engine = [
-                e.message
-                for r in runs
-                for e in instance.all_logs(r.run_id)
-                if e.dagster_event and e.dagster_event.event_type_value == "ENGINE_EVENT"
-            ]
-        finally:
-            daemon.stop()
-            instance.dispose()
+        yield home, env
+
+
+def backfill_never_refreshed(capsys: pytest.CaptureFixture[str]) -> str:
+    """``ig-refresh backfill --never-refreshed``; returns the backfill id it prints."""
+    assert main(["backfill", "--never-refreshed"]) == 0
+    return capsys.readouterr().out.split("backfill ")[-1].split()[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_backfill_by_query_runs_through_the_daemon_named_in_process_and_completes(
+    tmp_path: Path,
+    deployment: tuple[Path, dict[str, str]],
+    redis_client: redis.Redis,
+    mongo_db,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    home, env = deployment
+    names = ["bluebird.bakery", "sam.outdoors", "lena.fotografie"]
+    chosen = seed_demo(mongo_db, redis_client, names)
+
+    backfill_id = backfill_never_refreshed(capsys)
+    daemon = launch_daemon(env, tmp_path / "daemon.log")
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        backfill = wait_for_backfill(instance, backfill_id, time.monotonic() + 240)
+        runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
+        engine = [
+            e.message
+            for r in runs
+            for e in instance.all_logs(r.run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "ENGINE_EVENT"
+        ]
+    finally:
+        daemon.stop()
+        instance.dispose()
 
     assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS
     assert sorted(r.tags[HANDLE] for r in runs) == sorted(a.username for a in chosen)
@@ -100,12 +117,9 @@ def wait_for_summary(instance: DagsterInstance, backfill_id: str, deadline: floa
 @pytest.mark.timeout(420)
 def test_backfill_report_counts_each_outcome_as_data_refresh_log_does(
     tmp_path: Path,
-    topics: Topics,
-    redis_url_for_test: str,
+    deployment: tuple[Path, dict[str, str]],
     redis_client: redis.Redis,
-    mongo_uri: str,
     mongo_db,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Five never-refreshed accounts in one backfill by query, through the real daemon: one
@@ -113,46 +127,41 @@ def test_backfill_report_counts_each_outcome_as_data_refresh_log_does(
     one is blocked by Instagram (DEFERRED), one Instagram does not know (gone: FAILED), one is
     deleted after the launch (not found: FAILED). ``status``, ``report`` (CSV read back with
     ``csv``, JSON) and the summary on the asset agree with ``DataRefreshLog``."""
-    home = dagster_home(tmp_path)
+    home, env = deployment
     refreshed, fresh, blocked = seed_demo(
         mongo_db, redis_client, ["bluebird.bakery", "lena.fotografie", "busy.bee"]
     )
     gone = seed_account(mongo_db, handle="vanished.page", followerCount=10)
     deleted = seed_account(mongo_db, handle="deleted.later", followerCount=20)
 
-    with InstagramStandin(token=TOKEN) as standin:
-        env = daemon_env(home, topics, redis_url_for_test, mongo_uri, standin)
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        assert main(["backfill", "--never-refreshed"]) == 0
-        backfill_id = capsys.readouterr().out.split("backfill ")[-1].split()[0]
-        mongo_db["Account"].update_one(
-            {"_id": ObjectId(fresh.account_id)}, {"$set": {"lastDataRefresh": datetime.now(UTC)}}
-        )
-        mongo_db["Account"].delete_one({"_id": ObjectId(deleted)})
+    backfill_id = backfill_never_refreshed(capsys)
+    mongo_db["Account"].update_one(
+        {"_id": ObjectId(fresh.account_id)}, {"$set": {"lastDataRefresh": datetime.now(UTC)}}
+    )
+    mongo_db["Account"].delete_one({"_id": ObjectId(deleted)})
 
-        assert main(["backfill", "status"]) == 0, "the latest backfill"
-        before = capsys.readouterr().out
-        assert f"backfill {backfill_id} " in before
-        assert "NOT_STARTED       5" in before
-        assert "rate so far: none finished yet" in before
-        assert "ETA for the 5 not started or running: now" in before
+    assert main(["backfill", "status"]) == 0, "the latest backfill"
+    before = capsys.readouterr().out
+    assert f"backfill {backfill_id} " in before
+    assert "NOT_STARTED       5" in before
+    assert "rate so far: none finished yet" in before
+    assert "ETA for the 5 not started or running: now" in before
 
-        daemon = launch_daemon(env, tmp_path / "daemon.log")
-        instance = DagsterInstance.from_config(str(home))
-        try:
-            wait_for_backfill(instance, backfill_id, time.monotonic() + 300)
-            summary = wait_for_summary(instance, backfill_id, time.monotonic() + 90)
-            runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
-        finally:
-            daemon.stop()
-            instance.dispose()
+    daemon = launch_daemon(env, tmp_path / "daemon.log")
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        wait_for_backfill(instance, backfill_id, time.monotonic() + 300)
+        summary = wait_for_summary(instance, backfill_id, time.monotonic() + 90)
+        runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
+    finally:
+        daemon.stop()
+        instance.dispose()
 
-        assert main(["backfill", "status", backfill_id]) == 0
-        status = capsys.readouterr().out
-        csv_path = tmp_path / "report.csv"
-        assert main(["backfill", "report", backfill_id, "--csv", str(csv_path), "--json", "-"]) == 0
-        exported = json.loads(capsys.readouterr().out)
+    assert main(["backfill", "status", backfill_id]) == 0
+    status = capsys.readouterr().out
+    csv_path = tmp_path / "report.csv"
+    assert main(["backfill", "report", backfill_id, "--csv", str(csv_path), "--json", "-"]) == 0
+    exported = json.loads(capsys.readouterr().out)
 
     logged = Counter(
         e["status"]

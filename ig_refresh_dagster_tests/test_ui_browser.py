@@ -3,7 +3,8 @@
 Playwright drives Debian's Chromium (installed by `scripts/bootstrap`; Playwright downloads no
 browser here) against `dagster-webserver` and `dagster-daemon` on the embedded stack seeded with
 the demo accounts. It finds handles in the runs list, on a partition and on a backfill, and
-launches a backfill by query from the launchpad and watches it complete. It also renders the
+launches a backfill by query from the launchpad (which scaffolds only the query), watches it
+complete and its outcome table appear on the asset's Events. It also renders the
 health sidecar's follower-history page.
 """
 
