@@ -13,8 +13,15 @@ from typing import Any
 import pytest
 import yaml
 from bson import ObjectId
-from dagster import AssetKey, DagsterInstance, instance_for_test
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    MetadataValue,
+    build_sensor_context,
+    instance_for_test,
+)
 from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.snap import JobSnap
 from dagster._core.snap.snap_to_yaml import default_values_yaml_from_type_snap
 from pytest_httpserver import HTTPServer
@@ -25,6 +32,7 @@ from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster.refresh.backfill import AccountBackfillConfig
 from ig_refresh_dagster.refresh.backfill_report import account_outcome, final_entry
+from ig_refresh_dagster.refresh.backfill_summary import backfill_summary_sensor
 from ig_refresh_dagster.refresh.job import instagram_profile
 from ig_refresh_dagster.refresh.tags import PRIORITY, SOURCE
 from ig_refresh_dagster.stores.budget import HourlyBudget, graph_budget_name
@@ -314,3 +322,29 @@ def test_backfill_report_refuses_unknown_backfills_and_a_report_without_a_file(
     assert "no backfill 'nosuchid'" in capsys.readouterr().err
     assert main(["backfill", "report", "nosuchid"]) == 2
     assert "--csv FILE and/or --json FILE" in capsys.readouterr().err
+
+
+def test_summary_sensor_records_each_ended_backfill_once(
+    instance: DagsterInstance, resources, seeded
+) -> None:
+    """The daemon's part (ending the backfill) is done here by hand; the end to end run is in
+    test_backfill_daemon_e2e.py."""
+    assert launchpad(instance, resources, handles=["big.stale"]).success
+    (backfill,) = instance.get_backfills()
+
+    def tick(cursor: str | None):
+        context = build_sensor_context(
+            instance=instance, cursor=cursor, resources={"mongo": resources["mongo"]}
+        )
+        return backfill_summary_sensor(context)
+
+    running = tick(None)
+    assert running.asset_events == [], "a backfill still running is not summarised"
+    instance.update_backfill(backfill.with_status(BulkActionStatus.COMPLETED_SUCCESS))
+    ended = tick(running.cursor)
+    (observation,) = ended.asset_events
+    assert observation.asset_key == instagram_profile.key
+    assert observation.metadata["not_started"] == MetadataValue.int(1)
+    assert "| @big.stale | NOT_STARTED |" in observation.metadata["outcomes"].value
+    assert observation.metadata["backfill"] == MetadataValue.url(f"/runs/b/{backfill.backfill_id}")
+    assert tick(ended.cursor).asset_events == [], "summarised once"

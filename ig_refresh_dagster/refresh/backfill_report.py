@@ -34,6 +34,7 @@ FINAL = {"COMPLETED", "SKIPPED", "FAILED"}
 # A refresh deferred more often than this within one backfill is reported at its last hop seen.
 MAX_CHAIN = 20
 TABLE_ROWS = 50
+BATCH = 1000
 
 
 class AccountOutcome(BaseModel):
@@ -171,11 +172,19 @@ def final_entry(log: RefreshLogStore, entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def _batches(items: list[str]) -> list[list[str]]:
+    """A backfill can target 100k accounts: look them up ``BATCH`` at a time."""
+    return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
+
+
 def _handles(db: Any, ids: list[str]) -> dict[str, str | None]:
-    docs = db[ACCOUNTS].find(
-        {"_id": {"$in": [ObjectId(i) for i in ids]}}, {"handle": 1, "accountId": 1}
-    )
-    return {str(d["_id"]): username_of(d) for d in docs}
+    handles = {}
+    for batch in _batches(ids):
+        docs = db[ACCOUNTS].find(
+            {"_id": {"$in": [ObjectId(i) for i in batch]}}, {"handle": 1, "accountId": 1}
+        )
+        handles.update({str(d["_id"]): username_of(d) for d in docs})
+    return handles
 
 
 class BackfillNotFound(LookupError):
@@ -203,7 +212,9 @@ def backfill_report(instance: DagsterInstance, db: Any, backfill_id: str) -> Bac
     for run in instance.get_runs(RunsFilter(tags={BACKFILL_TAG: backfill_id})):  # newest first
         latest.setdefault(run.tags.get("dagster/partition", ""), run)
     log = RefreshLogStore(db)
-    entries = log.entries([r.run_id for r in latest.values()]) if latest else {}
+    entries = {}
+    for batch in _batches([r.run_id for r in latest.values()]):
+        entries.update(log.entries(batch))
     stored = _handles(db, [p for p in partitions if ObjectId.is_valid(p)])
     accounts = []
     for account_id in partitions:
