@@ -118,7 +118,7 @@ class BackfillReport(BaseModel):
             "| --- | --- | --- | --- | --- |",
         ]
         for a in self.accounts[:TABLE_ROWS]:
-            reason = (a.reason or "").replace("|", "\\|")[:120]
+            reason = (a.reason or "").replace("|", "\\|").replace("\n", " ")[:120]
             if a.retry_at:
                 reason += f" (retry {a.retry_at:%Y-%m-%d %H:%M} UTC)"
             followers = f"{_count(a.followers_before)} → {_count(a.followers_after)}"
