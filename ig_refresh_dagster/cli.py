@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ig_refresh_dagster import settings
+from ig_refresh_dagster.cli_backfill import add_report_commands
 
 if TYPE_CHECKING:
     from ig_refresh_dagster.intake.dead_letter_log import DeadLetterSummary
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return retention_command(args.older_than_days, args.dry_run, args.max_runs)
     if args.command == "backfill":
+        if args.action:
+            from ig_refresh_dagster.cli_backfill import run_report_command
+
+            return run_report_command(args, _operator_resources)
         return _backfill(args)
     if args.command == "partitions":
         return _cap_report() if args.action == "cap" else _cleanup_partitions(args.dry_run)
@@ -217,6 +222,7 @@ def _add_backfill(sub: Any) -> None:
     backfill.add_argument(
         "--dry-run", action="store_true", help="print count, sample and ETA; launch nothing"
     )
+    add_report_commands(backfill)
 
 
 @contextmanager

@@ -3,11 +3,18 @@ settings table, each set variable passed as an ``EnvVar`` so the UI never shows 
 
 from __future__ import annotations
 
-from dagster import Definitions, EnvVar, in_process_executor
+from dagster import (
+    ConfigurableResource,
+    Definitions,
+    EnvVar,
+    ResourceDefinition,
+    in_process_executor,
+)
 
 from ig_refresh_dagster import settings
 from ig_refresh_dagster.intake.connection import CONNECTION_SETTINGS
 from ig_refresh_dagster.refresh.backfill import backfill_by_query
+from ig_refresh_dagster.refresh.backfill_summary import backfill_summary_sensor
 from ig_refresh_dagster.refresh.dead_runs import refresh_dead_run_reaper
 from ig_refresh_dagster.refresh.deferral_sensor import deferred_refresh_sensor
 from ig_refresh_dagster.refresh.freshness import instagram_freshness_sensor
@@ -82,6 +89,29 @@ def build_resources() -> dict[str, object]:
     }
 
 
+def sealed(resource: ConfigurableResource) -> ResourceDefinition:
+    """The resource with its bound values (EnvVars stay EnvVars, resolved in each run) and no
+    run config: a launchpad scaffolds every config field that has a default, and a value bound
+    here is one, so without this the analysts' ``backfill_by_query`` launchpad opens on ~30
+    lines of budgets, URLs and timeouts. Their place is the environment, not a run's config."""
+    definition = resource.get_resource_definition()
+    return definition.configured(definition.config_schema.default_value)
+
+
+def location_resources() -> dict[str, object]:
+    """``build_resources()`` as the code location binds them: what ``backfill_by_query`` and
+    the refresh job use is sealed."""
+    resources = build_resources()
+    return {
+        key: sealed(value) if key in SEALED and isinstance(value, ConfigurableResource) else value
+        for key, value in resources.items()
+    }
+
+
+# The resources the launchpad of ``backfill_by_query`` would otherwise scaffold. ``kafka`` and
+# ``redis`` keep their config on the UI's resource pages.
+SEALED = ("mongo", "instagram")
+
 defs = Definitions(
     assets=[instagram_profile],
     jobs=[instagram_refresh_job, backfill_by_query, storage_retention_job],
@@ -93,8 +123,9 @@ defs = Definitions(
         refresh_dead_run_reaper,
         refresh_log_reconciler,
         account_partition_cap_sensor,
+        backfill_summary_sensor,
     ],
-    resources=build_resources(),
+    resources=location_resources(),
     # Materialize, re-execute and backfills launched in the UI run the implicit asset job:
     # in process, like the refresh job, instead of one process per step.
     executor=in_process_executor,

@@ -5,23 +5,40 @@ Dagster backfill of background runs. Also the budget share in real runs, and par
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from bson import ObjectId
-from dagster import AssetKey, DagsterInstance, instance_for_test
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    MetadataValue,
+    build_sensor_context,
+    instance_for_test,
+)
 from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+from dagster._core.execution.backfill import BulkActionStatus
+from dagster._core.snap import JobSnap
+from dagster._core.snap.snap_to_yaml import default_values_yaml_from_type_snap
 from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.cli import main
+from ig_refresh_dagster.definitions import defs
 from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.partitions import instagram_accounts
+from ig_refresh_dagster.refresh.backfill import AccountBackfillConfig
+from ig_refresh_dagster.refresh.backfill_report import account_outcome, final_entry
+from ig_refresh_dagster.refresh.backfill_summary import backfill_summary_sensor
 from ig_refresh_dagster.refresh.job import instagram_profile
 from ig_refresh_dagster.refresh.tags import PRIORITY, SOURCE
 from ig_refresh_dagster.stores.budget import HourlyBudget, graph_budget_name
 from ig_refresh_dagster.stores.budget_share import BackgroundBudget
+from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
+from ig_refresh_dagster.stores.selection import AccountQuery
 from ig_refresh_dagster_tests.refresh_helpers import (
     BUSINESS_ID,
     TOKEN,
@@ -209,3 +226,125 @@ def test_background_runs_keep_to_their_share_while_event_runs_use_the_rest(
         (log,) = mongo_db["DataRefreshLog"].find({"runId": result.run_id})
         sources[source] = log["source"]
     assert sources == {"backfill": "scrape", "event": "graph"}
+
+
+def test_launchpad_scaffolds_only_the_query_with_a_description_for_each_field() -> None:
+    """What the launchpad opens with (GraphQL ``rootDefaultYaml``: every field with a default)
+    for the code location's own definitions: the query, no resource configuration."""
+    job = defs.resolve_job_def("backfill_by_query")
+    snap = JobSnap.from_job_def(job)
+    schema = snap.config_schema_snapshot
+    root = schema.get_config_snap(snap.mode_def_snaps[0].root_config_key)
+
+    scaffold = yaml.safe_load(default_values_yaml_from_type_snap(schema, root))
+
+    assert scaffold == {
+        "ops": {
+            "launch_account_backfill": {
+                "config": {"handles": [], "ids": [], "never_refreshed": False, "dry_run": False}
+            }
+        }
+    }
+    fields = AccountBackfillConfig.model_fields
+    assert set(fields) == {*AccountQuery.model_fields, "handles", "dry_run"} - {"accounts"}
+    assert all(f.description for f in fields.values())
+
+
+def launched_by_cli(capsys: pytest.CaptureFixture[str], *criteria: str) -> str:
+    assert main(["backfill", *criteria]) == 0
+    return capsys.readouterr().out.split("backfill ")[-1].split()[0]
+
+
+def test_backfill_status_and_report_show_each_account_from_its_run_and_refresh_log(
+    cli_env: Path,
+    seeded,
+    resources,
+    httpserver: HTTPServer,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    backfill_id = launched_by_cli(capsys, "--ids", seeded["big.stale"], seeded["small.never"])
+    httpserver.expect_request(f"/v21.0/{BUSINESS_ID}").respond_with_json(
+        graph_body("big.stale", followers=91_000)
+    )
+    instance = DagsterInstance.from_config(str(cli_env))
+    try:
+        run = run_refresh(
+            seeded["big.stale"], resources, instance, tags={"dagster/backfill": backfill_id}
+        )
+        assert run.success
+        assert main(["backfill", "status"]) == 0
+        status = capsys.readouterr().out
+        assert main(["backfill", "report", backfill_id, "--json", "-"]) == 0
+        exported = json.loads(capsys.readouterr().out)
+    finally:
+        instance.dispose()
+
+    assert f"backfill {backfill_id} (Instagram accounts: 2 listed)" in status
+    assert "  COMPLETED         1\n  NOT_STARTED       1\n" in status
+    assert "ETA for the 1 not started or running: now" in status
+    assert f"page: /runs/b/{backfill_id}" in status
+    rows = {row["handle"]: row for row in exported["accounts"]}
+    assert rows["small.never"]["outcome"] == "NOT_STARTED"
+    done = rows["big.stale"]
+    assert (done["outcome"], done["method"], done["run_id"]) == ("COMPLETED", "graph", run.run_id)
+    assert (done["followers_before"], done["followers_after"]) == (90_000, 91_000)
+    assert done["refreshed_at"] is not None
+
+
+def test_report_follows_a_deferral_to_the_run_that_adopted_it(mongo_db) -> None:
+    """The deferred run's refresh goes on in the run that adopted it (``retriedBy``): the
+    account's outcome is that run's, with whatever reason its writer gave, as written."""
+    account = seed_account(mongo_db, handle="busy.bee")
+    log = RefreshLogStore(mongo_db)
+    now = datetime.now(UTC)
+    log.defer("deferred-run", account, "fetch profile: wait", now, now, now, [])
+    log.start("retry-run", account, now)
+    assert log.adopt_deferrals("retry-run", account) == ["deferred-run"]
+    log.fail("retry-run", account, "fetch profile: HTTP 404", now)
+    mongo_db["DataRefreshLog"].update_one(
+        {"runId": "retry-run"}, {"$set": {"reason": "handle_recycled"}}
+    )
+
+    entry = final_entry(log, log.for_run("deferred-run"))
+    outcome = account_outcome(account, "busy.bee", entry)
+
+    assert (outcome.outcome, outcome.run_id) == ("FAILED", "retry-run")
+    assert outcome.reason == "handle_recycled; fetch profile: HTTP 404"
+
+
+def test_backfill_report_refuses_unknown_backfills_and_a_report_without_a_file(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["backfill", "status"]) == 1
+    assert "this Dagster instance has no backfill" in capsys.readouterr().err
+    assert main(["backfill", "report", "nosuchid", "--csv", "-"]) == 1
+    assert "no backfill 'nosuchid'" in capsys.readouterr().err
+    assert main(["backfill", "report", "nosuchid"]) == 2
+    assert "--csv FILE and/or --json FILE" in capsys.readouterr().err
+
+
+def test_summary_sensor_records_each_ended_backfill_once(
+    instance: DagsterInstance, resources, seeded
+) -> None:
+    """The daemon's part (ending the backfill) is done here by hand; the end to end run is in
+    test_backfill_daemon_e2e.py."""
+    assert launchpad(instance, resources, handles=["big.stale"]).success
+    (backfill,) = instance.get_backfills()
+
+    def tick(cursor: str | None):
+        context = build_sensor_context(
+            instance=instance, cursor=cursor, resources={"mongo": resources["mongo"]}
+        )
+        return backfill_summary_sensor(context)
+
+    running = tick(None)
+    assert running.asset_events == [], "a backfill still running is not summarised"
+    instance.update_backfill(backfill.with_status(BulkActionStatus.COMPLETED_SUCCESS))
+    ended = tick(running.cursor)
+    (observation,) = ended.asset_events
+    assert observation.asset_key == instagram_profile.key
+    assert observation.metadata["not_started"] == MetadataValue.int(1)
+    assert "| @big.stale | NOT_STARTED |" in observation.metadata["outcomes"].value
+    assert observation.metadata["backfill"] == MetadataValue.url(f"/runs/b/{backfill.backfill_id}")
+    assert tick(ended.cursor).asset_events == [], "summarised once"

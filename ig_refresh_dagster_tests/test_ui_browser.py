@@ -3,7 +3,8 @@
 Playwright drives Debian's Chromium (installed by `scripts/bootstrap`; Playwright downloads no
 browser here) against `dagster-webserver` and `dagster-daemon` on the embedded stack seeded with
 the demo accounts. It finds handles in the runs list, on a partition and on a backfill, and
-launches a backfill by query from the launchpad and watches it complete. It also renders the
+launches a backfill by query from the launchpad (which scaffolds only the query), watches it
+complete and its outcome table appear on the asset's Events. It also renders the
 health sidecar's follower-history page.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, MetadataValue, RunsFilter
 
 from ig_refresh_dagster.devstack.demo import prepare, start_dagster
 from ig_refresh_dagster.devstack.seed import demo_accounts
@@ -133,7 +134,10 @@ def test_backfill_by_query_launched_from_the_launchpad_completes(ui, instance, p
     page.goto(f"{base}/locations/ig_refresh_dagster/jobs/backfill_by_query/playground")
     page.locator(".CodeMirror").first.wait_for()
     page.screenshot(path=str(SHOTS / "launchpad.png"))
-    # The launchpad scaffolds the whole config; the analyst fills in the handles.
+    scaffold = page.evaluate("() => document.querySelector('.CodeMirror').CodeMirror.getValue()")
+    assert "handles: []" in scaffold and "dry_run: false" in scaffold
+    assert "resources:" not in scaffold, "budgets, URLs and timeouts stay in the environment"
+    # The launchpad scaffolds the query; the analyst fills in the handles.
     page.evaluate(
         """handle => {
             const editor = document.querySelector('.CodeMirror').CodeMirror;
@@ -170,6 +174,17 @@ def test_backfill_by_query_launched_from_the_launchpad_completes(ui, instance, p
     page.get_by_text(BACKFILL_ACCOUNT).first.wait_for()
     page.screenshot(path=str(SHOTS / "backfill.png"))
     page.get_by_text("Succeeded").first.wait_for(timeout=10_000)
+    # backfill_summary_sensor puts the outcome table on the asset's page.
+    wait_until(
+        lambda: any(
+            r.asset_observation.metadata.get("backfill_id") == MetadataValue.text(backfill_id)
+            for r in instance.fetch_observations(AssetKey("instagram_profile"), limit=10).records
+        ),
+        "the backfill's summary",
+    )
+    page.goto(f"{base}/assets/instagram_profile?view=events")
+    page.get_by_text(f"backfill {backfill_id}").first.wait_for()
+    page.screenshot(path=str(SHOTS / "backfill-summary.png"))
 
 
 def test_history_page_draws_the_accounts_followers(ui, instance, page) -> None:

@@ -41,3 +41,11 @@ def submit_asset_backfill(
     )
     instance.add_backfill(backfill)
     return backfill_id
+
+
+def backfill_partitions(backfill: PartitionBackfill, asset: AssetsDefinition) -> list[str]:
+    """The partition keys a backfill of ``asset`` targets, read through Dagster's own model
+    (the stored backfill has no public accessor for them)."""
+    data = backfill.get_asset_backfill_data(AssetGraph.from_assets([asset]))
+    subset = data.target_subset.get_partitions_subset(asset.key)
+    return sorted(subset.get_partition_keys())

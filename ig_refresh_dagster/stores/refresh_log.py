@@ -251,6 +251,11 @@ class RefreshLogStore:
         )
         return {doc["runId"]: doc.get("status", IN_PROGRESS) for doc in found}
 
+    def entries(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Each run's entry by run id (one indexed query); runs without an entry are absent."""
+        found = self._coll.find({"runId": {"$in": run_ids, **RUN_ID_IS_STRING["runId"]}})
+        return {doc["runId"]: doc for doc in found}
+
     def close_open(
         self,
         run_id: str,
