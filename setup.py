@@ -47,6 +47,8 @@ setup(
             "playwright==1.65.2",
             # test CA and broker certificates for the TLS front door (kafka_front_door.py)
             "cryptography==50.0.2",
+            # the docs site (docs/, mkdocs.yml): `make lint` builds it with --strict
+            "mkdocs==1.6.1",
         ],
     },
     entry_points={"console_scripts": ["ig-refresh=ig_refresh_dagster.cli:main"]},

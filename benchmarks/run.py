@@ -47,8 +47,8 @@ from ig_refresh_dagster.devstack.stack import (
     venv_bin,
 )
 from ig_refresh_dagster.partitions import instagram_accounts
-from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
-from ig_refresh_dagster.refresh.resources import KafkaResource, MongoResource
+from ig_refresh_dagster.refresh.launch.intake_sensor import instagram_refresh_sensor
+from ig_refresh_dagster.refresh.run.resources import KafkaResource, MongoResource
 from ig_refresh_dagster.stores.mongo import open_client
 
 BACKLOG = 1000

@@ -58,9 +58,9 @@ from ig_refresh_dagster.devstack.services import ServiceProcess, free_port
 from ig_refresh_dagster.devstack.stack import PROJECT_ROOT, embedded_stack, venv_bin
 from ig_refresh_dagster.health.history_page import load_history, render_page
 from ig_refresh_dagster.partitions import instagram_accounts
-from ig_refresh_dagster.refresh.job import instagram_refresh_job
-from ig_refresh_dagster.refresh.partition_cap import AccountPartitionCap, plan_cap
-from ig_refresh_dagster.refresh.retention import PROFILE_ASSET
+from ig_refresh_dagster.refresh.housekeeping.partition_cap import AccountPartitionCap, plan_cap
+from ig_refresh_dagster.refresh.housekeeping.retention import PROFILE_ASSET
+from ig_refresh_dagster.refresh.run.job import instagram_refresh_job
 from ig_refresh_dagster.stores.accounts import AccountStore
 from ig_refresh_dagster.stores.history import ProfileHistoryStore
 from ig_refresh_dagster.stores.mongo import litemongo_uri, open_client

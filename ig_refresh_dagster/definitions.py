@@ -13,29 +13,29 @@ from dagster import (
 
 from ig_refresh_dagster import settings
 from ig_refresh_dagster.intake.connection import CONNECTION_SETTINGS
-from ig_refresh_dagster.refresh.backfill import backfill_by_query
-from ig_refresh_dagster.refresh.backfill_summary import backfill_summary_sensor
-from ig_refresh_dagster.refresh.dead_runs import refresh_dead_run_reaper
-from ig_refresh_dagster.refresh.deferral_sensor import deferred_refresh_sensor
-from ig_refresh_dagster.refresh.freshness import instagram_freshness_sensor
-from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
-from ig_refresh_dagster.refresh.job import instagram_profile, instagram_refresh_job
-from ig_refresh_dagster.refresh.partition_cap import (
+from ig_refresh_dagster.refresh.housekeeping.dead_runs import refresh_dead_run_reaper
+from ig_refresh_dagster.refresh.housekeeping.partition_cap import (
     AccountPartitionCap,
     account_partition_cap_sensor,
 )
-from ig_refresh_dagster.refresh.resources import (
+from ig_refresh_dagster.refresh.housekeeping.retention import (
+    storage_retention_job,
+    storage_retention_schedule,
+)
+from ig_refresh_dagster.refresh.housekeeping.run_status import refresh_log_reconciler
+from ig_refresh_dagster.refresh.launch.backfill import backfill_by_query
+from ig_refresh_dagster.refresh.launch.backfill_summary import backfill_summary_sensor
+from ig_refresh_dagster.refresh.launch.deferral_sensor import deferred_refresh_sensor
+from ig_refresh_dagster.refresh.launch.freshness import instagram_freshness_sensor
+from ig_refresh_dagster.refresh.launch.intake_sensor import instagram_refresh_sensor
+from ig_refresh_dagster.refresh.run.job import instagram_profile, instagram_refresh_job
+from ig_refresh_dagster.refresh.run.resources import (
     BudgetRedisResource,
     InstagramResource,
     KafkaResource,
     MongoResource,
     RedisResource,
 )
-from ig_refresh_dagster.refresh.retention import (
-    storage_retention_job,
-    storage_retention_schedule,
-)
-from ig_refresh_dagster.refresh.run_status import refresh_log_reconciler
 
 
 def env(name: str) -> EnvVar | str | None:

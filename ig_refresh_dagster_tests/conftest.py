@@ -148,8 +148,21 @@ def mongo_db(mongo_uri: str):
 @pytest.fixture
 def resources(mongo_uri: str, redis_url_for_test: str, redis_client, httpserver) -> dict:
     """The refresh job's resources on the test's services, with httpserver as Instagram."""
-    from ig_refresh_dagster_tests.refresh_helpers import job_resources
+    from ig_refresh_dagster_tests.support.refresh_helpers import job_resources
 
     return job_resources(
         mongo_uri, redis_url_for_test, httpserver.url_for("/v21.0"), httpserver.url_for("")
     )
+
+
+# A test that starts a real daemon or webserver is left out of `make test-quick`: every test of
+# e2e/ and faults/, and every test that uses a fixture starting a daemon.
+_DAEMON_FOLDERS = {"e2e", "faults"}
+_DAEMON_FIXTURES = {"daemon_home"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.parent.name
+        if folder in _DAEMON_FOLDERS or _DAEMON_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.daemon)

@@ -36,7 +36,7 @@ from ig_refresh_dagster.devstack.stack import (
 )
 from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicCursor, TopicReader
-from ig_refresh_dagster.refresh.outcomes import InsightsOutcome
+from ig_refresh_dagster.refresh.run.outcomes import InsightsOutcome
 from ig_refresh_dagster.stores.mongo import open_client
 from ig_refresh_dagster.stores.refresh_log import DEFERRED, as_utc
 

@@ -1,1 +1,3 @@
-"""The Dagster layer: resources, the refresh stages, the asset and job, and the sensors."""
+"""The Dagster layer, one folder per question: ``run/`` (what one refresh does), ``launch/``
+(why a refresh starts, and with what tags), ``housekeeping/`` (the instance's upkeep; launches
+nothing)."""

@@ -36,9 +36,9 @@ from ig_refresh_dagster.devstack.services import (
 from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS
 from ig_refresh_dagster.stores.mongo import litemongo_uri, open_client
 from ig_refresh_dagster_tests.conftest import Topics
-from ig_refresh_dagster_tests.daemon_helpers import dagster_home, start_daemon
-from ig_refresh_dagster_tests.kafka_helpers import refresh_event
-from ig_refresh_dagster_tests.store_faults import embedded_store_unreachable
+from ig_refresh_dagster_tests.support.daemon_helpers import dagster_home, start_daemon
+from ig_refresh_dagster_tests.support.kafka_helpers import refresh_event
+from ig_refresh_dagster_tests.support.store_faults import embedded_store_unreachable
 
 TOKEN = "fault-token-do-not-log"
 JOB = "instagram_refresh_job"

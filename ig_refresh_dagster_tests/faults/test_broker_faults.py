@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ig_refresh_dagster_tests.faults.conftest import FaultStack, wait_until
-from ig_refresh_dagster_tests.kafka_helpers import read_topic
+from ig_refresh_dagster_tests.support.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.slow
 

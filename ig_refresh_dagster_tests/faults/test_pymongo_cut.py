@@ -13,14 +13,14 @@ from bson import ObjectId
 from dagster import Failure, build_op_context, instance_for_test
 from pymongo.errors import ConnectionFailure
 
-from ig_refresh_dagster.refresh.failures import RETRY_STEP_FAILURE_TAG
-from ig_refresh_dagster.refresh.resources import MongoResource
-from ig_refresh_dagster.refresh.stages import AccountRefresh
+from ig_refresh_dagster.refresh.run.failures import RETRY_STEP_FAILURE_TAG
+from ig_refresh_dagster.refresh.run.resources import MongoResource
+from ig_refresh_dagster.refresh.run.stages import AccountRefresh
 from ig_refresh_dagster.stores.mongo import STORE_UNAVAILABLE
 from ig_refresh_dagster_tests.faults.mongo_wire import CuttableProxy, MongoWireStandin
-from ig_refresh_dagster_tests.refresh_helpers import job_resources
-from ig_refresh_dagster_tests.test_exactly_one_log import fail_step
-from ig_refresh_dagster_tests.test_run_status_sensors import make_run
+from ig_refresh_dagster_tests.refresh.test_exactly_one_log import fail_step
+from ig_refresh_dagster_tests.refresh.test_run_status_sensors import make_run
+from ig_refresh_dagster_tests.support.refresh_helpers import job_resources
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from dagster import DagsterRunStatus
 
-from ig_refresh_dagster.refresh.failures import RETRY_STEP_FAILURE_TAG
+from ig_refresh_dagster.refresh.run.failures import RETRY_STEP_FAILURE_TAG
 from ig_refresh_dagster_tests.faults.conftest import FaultStack, wait_until
 
 pytestmark = pytest.mark.slow

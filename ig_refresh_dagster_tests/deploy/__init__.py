@@ -1,0 +1,1 @@
+"""deploy/ checked without a cluster: manifests, Helm values, the image and its install."""

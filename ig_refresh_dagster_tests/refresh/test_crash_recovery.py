@@ -1,0 +1,140 @@
+"""Crash recovery pieces: the dead-run reaper against real processes, and the instance
+configuration (run monitoring, run retries) that both dagster.yaml files must carry.
+The whole path on a real daemon is in faults/test_daemon_crash.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from bson import ObjectId
+from dagster import (
+    DagsterEvent,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    build_sensor_context,
+    instance_for_test,
+)
+from dagster._core.events import EngineEventData
+
+from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
+from ig_refresh_dagster.refresh.housekeeping.dead_runs import (
+    GRPC_INFO_TAG,
+    gone_worker,
+    process_start_time,
+    refresh_dead_run_reaper,
+)
+from ig_refresh_dagster_tests.refresh.test_run_status_sensors import make_run
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with instance_for_test() as inst:
+        yield inst
+
+
+def started_run(instance: DagsterInstance, pid: int, host: str = "localhost"):
+    """A refresh run as the DefaultRunLauncher leaves it: launched through a code server on
+    ``host``, its worker's pid announced, status STARTED."""
+    run = make_run(instance, str(ObjectId()), **{GRPC_INFO_TAG: json.dumps({"host": host})})
+    instance.report_engine_event(
+        f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid)
+    )
+    instance.report_dagster_event(
+        DagsterEvent(DagsterEventType.RUN_START.value, job_name=run.job_name), run.run_id
+    )
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
+    return run
+
+
+def reap(instance: DagsterInstance) -> None:
+    with build_sensor_context(instance=instance) as context:
+        refresh_dead_run_reaper(context)
+
+
+@pytest.fixture
+def worker() -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    proc.kill()
+    proc.wait(10)
+
+
+def test_run_whose_worker_was_killed_is_failed(instance, worker) -> None:
+    run = started_run(instance, worker.pid)
+    reap(instance)
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
+    worker.kill()
+    worker.wait(10)
+    reap(instance)
+    dead = instance.get_run_by_id(run.run_id)
+    assert dead.status == DagsterRunStatus.FAILURE
+    (failure,) = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)
+    assert f"worker process {worker.pid} no longer exists" in failure.message
+
+
+def test_pid_now_held_by_a_newer_process_counts_as_dead(instance, tmp_path: Path) -> None:
+    """A pid cannot be made to wrap around on demand, so this one reads a /proc written by the
+    test: the process holding the worker's pid started a minute after the worker announced
+    itself."""
+    run = started_run(instance, 4242)
+    (event,) = [
+        e
+        for e in instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT)
+        if "Started process" in (e.message or "")
+    ]
+    (tmp_path / "stat").write_text(f"cpu 1 2 3\nbtime {int(event.timestamp) + 60}\n")
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "stat").write_text("4242 (python3 x) S " + "0 " * 16 + "5 0 0\n")
+    reason = gone_worker(instance, instance.get_run_by_id(run.run_id), proc=tmp_path)
+    assert reason == "its worker pid 4242 now belongs to a newer process"
+    (tmp_path / "stat").write_text(f"btime {int(event.timestamp) - 60}\n")
+    assert gone_worker(instance, instance.get_run_by_id(run.run_id), proc=tmp_path) is None
+
+
+def test_zombie_worker_counts_as_dead() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{proc.pid}/stat").read_text().split(")")[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "child did not exit"
+        time.sleep(0.05)
+    try:
+        assert process_start_time(proc.pid) is None
+    finally:
+        proc.wait(10)
+
+
+def test_run_launched_on_another_host_is_left_to_run_monitoring(instance, worker) -> None:
+    run = started_run(instance, worker.pid, host="code-server.internal")
+    worker.kill()
+    worker.wait(10)
+    reap(instance)
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
+
+
+RECOVERY_SECTIONS = ("run_monitoring", "run_retries")
+
+
+@pytest.mark.parametrize("config", ["dagster.yaml", "deploy/dagster-postgres.yaml"])
+def test_instance_retries_crashes_only_and_bounds_runtime(config: str, tmp_path: Path) -> None:
+    """Loaded by Dagster itself (the SQLite one; the PostgreSQL one carries the same sections)."""
+    sections = yaml.safe_load((PROJECT_ROOT / config).read_text())
+    embedded = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    assert {k: sections[k] for k in RECOVERY_SECTIONS} == {
+        k: embedded[k] for k in RECOVERY_SECTIONS
+    }
+    (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_monitoring_enabled
+        assert 0 < instance.run_monitoring_max_runtime_seconds <= 3600
+        assert instance.run_monitoring_start_timeout_seconds <= 120
+        assert instance.run_retries_enabled
+        assert instance.run_retries_max_retries >= 1
+        assert instance.run_retries_retry_on_asset_or_op_failure is False

@@ -1,0 +1,1 @@
+"""Helpers shared by the test packages: services, daemons, Kafka, PostgreSQL, deploy files."""
