@@ -11,7 +11,10 @@ and loads ``defs``), and the run itself (→ the ``lastDataRefresh`` the upsert 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -39,12 +42,65 @@ from ig_refresh_dagster.stores.mongo import open_client
 
 EVENTS = 24
 GAP_SECONDS = 3.0
+IDLE_SECONDS = 20.0
 STAGES = ("sensor: wait, tick, run", "queue", "launch", "run")
 _MARKS = (
     DagsterEventType.RUN_ENQUEUED,
     DagsterEventType.RUN_STARTING,
     DagsterEventType.RUN_START,
 )
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds of every live process in a process group, with the children they reaped (a
+    run worker's CPU lands in its code server's cutime once it is joined)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # pgrp; utime stime cutime cstime follow at 11..14
+            total += sum(int(f) for f in fields[11:15])
+    return total / ticks
+
+
+def child_cpu_seconds(code: str, repeats: int = 5) -> float:
+    """Median CPU seconds (user + system) of ``python -c code`` in a new process."""
+    samples = []
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", code], check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        samples.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(samples)
+
+
+def run_worker_cpu() -> list[tuple[str, float]]:
+    """What a new run process spends before its refresh starts, each step on top of the last:
+    the interpreter, ``import dagster``, the SQLite storage a run writes through, and ``defs``."""
+    steps = [
+        ("process start", "pass"),
+        ("import dagster", "import dagster"),
+        (
+            "instance storage (SQLAlchemy, SQLite)",
+            "import dagster, dagster._core.storage.runs.sqlite, "
+            "dagster._core.storage.event_log.sqlite",
+        ),
+        (
+            "load defs (this project)",
+            "import dagster, dagster._core.storage.runs.sqlite, "
+            "dagster._core.storage.event_log.sqlite; "
+            "from ig_refresh_dagster import defs; defs.get_repository_def()",
+        ),
+    ]
+    rows, previous = [], 0.0
+    for label, code in steps:
+        total = child_cpu_seconds(code)
+        rows.append((label, total - previous))
+        previous = total
+    return rows
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -127,13 +183,17 @@ def bench_trickle(stack: EmbeddedStack, db: Any, account: Any) -> dict[str, Any]
     bootstrap = stack.env["KAFKA_BOOTSTRAP_SERVERS"]
     # The instance first: it creates the SQLite storage the daemon then opens (both at once race).
     instance = DagsterInstance.from_config(str(stack.dagster_home))
-    stack.launch("dagster-daemon", [venv_bin("dagster-daemon"), "run", "-w", WORKSPACE])
+    daemon = stack.launch("dagster-daemon", [venv_bin("dagster-daemon"), "run", "-w", WORKSPACE])
     # Warm-up: the daemon's first tick and first run (code server start) are not the trickle.
     warm = seed_copies(db, account, 1)[0]
     publish(bootstrap, topic, [DemoEvent(label=warm, value=event(warm))])
     while not db["Account"].find_one({"_id": ObjectId(warm), "lastDataRefresh": {"$ne": None}}):
         time.sleep(0.2)
+    idle_started, idle_cpu = time.time(), group_cpu_seconds(daemon.pid)
+    time.sleep(IDLE_SECONDS)
+    idle_rate = (group_cpu_seconds(daemon.pid) - idle_cpu) / (time.time() - idle_started)
     published: dict[str, float] = {}
+    trickle_started, trickle_cpu = time.time(), group_cpu_seconds(daemon.pid)
     for account_id in ids:
         published[account_id] = time.time()
         publish(bootstrap, topic, [DemoEvent(label=account_id, value=event(account_id))])
@@ -146,6 +206,10 @@ def bench_trickle(stack: EmbeddedStack, db: Any, account: Any) -> dict[str, Any]
         ):
             written[str(doc["_id"])] = doc["lastDataRefresh"].replace(tzinfo=UTC).timestamp()
         time.sleep(0.5)
+    # Once every account is written, its run has ended within a second or two.
+    time.sleep(3.0)
+    window = time.time() - trickle_started
+    cpu_per_run = (group_cpu_seconds(daemon.pid) - trickle_cpu - idle_rate * window) / len(written)
     stages: dict[str, list[float]] = {name: [] for name in STAGES}
     totals = []
     for account_id in ids:
@@ -163,7 +227,13 @@ def bench_trickle(stack: EmbeddedStack, db: Any, account: Any) -> dict[str, Any]
             stages[name].append(end - start)
         totals.append(written[account_id] - published[account_id])
     instance.dispose()
-    return {"totals": totals, "stages": stages, "missing": len(ids) - len(totals)}
+    return {
+        "totals": totals,
+        "stages": stages,
+        "missing": len(ids) - len(totals),
+        "cpu_per_run": cpu_per_run,
+        "idle_cpu_rate": idle_rate,
+    }
 
 
 def main() -> None:
@@ -187,6 +257,7 @@ def main() -> None:
         baseline = hand_written_consumer(stack, db, account.username)
         trickle = bench_trickle(stack, db, account)
         client.close()
+    worker = run_worker_cpu()
     load = os.getloadavg()[0]
     totals = trickle["totals"]
     print(f"publish → Account written, one event every {GAP_SECONDS:.0f} s (load {load:.1f}):")
@@ -197,7 +268,17 @@ def main() -> None:
         f"goal p50 <= 3 s, p95 <= 5 s; {trickle['missing']} not written within 180 s"
     )
     for name, values in trickle["stages"].items():
-        print(f"    {name:20} {summary(values)}")
+        print(f"    {name:24} {summary(values)}")
+    print("a run process before its refresh starts, CPU seconds (median of 5):")
+    for label, seconds in worker:
+        print(f"    {label:38} {seconds:6.3f}")
+    print(f"    {'total':38} {sum(s for _, s in worker):6.3f}")
+    cpu = trickle["cpu_per_run"]
+    print(
+        f"CPU per refresh, daemon + code server + run worker, idle use subtracted: {cpu:.2f} s "
+        f"(idle {trickle['idle_cpu_rate']:.2f} CPU-s/s); CPU-bound ceiling on "
+        f"{os.cpu_count()} cores: {os.cpu_count() * 3600 / cpu:,.0f} refreshes/h"
+    )
 
 
 if __name__ == "__main__":
