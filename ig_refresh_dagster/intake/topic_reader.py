@@ -38,8 +38,9 @@ class PollLimits(BaseModel):
     max_seconds: float = 10.0
     # Keys and values read in one tick; broker-accepted messages can be many megabytes each.
     max_bytes: int = 64 * 1024 * 1024
-    # Quiet time that ends a tick once messages flowed; before the first one the consumer may
-    # still be connecting, so an empty topic is declared only after ``first_message_seconds``.
+    # Quiet time that ends a tick once messages flowed. Before the first one the poll waits up
+    # to ``first_message_seconds``: the consumer may still be connecting, and the sensor uses it
+    # as a long poll, so a message that arrives meanwhile ends the wait at once.
     idle_seconds: float = 0.5
     first_message_seconds: float = 2.0
 

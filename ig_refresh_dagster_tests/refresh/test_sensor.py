@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from dagster import DagsterInstance
 
@@ -40,6 +43,25 @@ def test_backlog_drains_over_several_ticks_nothing_lost_nothing_twice(
     assert sorted(partitions) == sorted(ids)
     assert set(instance.get_dynamic_partitions(instagram_accounts.name)) == set(ids)
     assert sum(TopicCursor.model_validate_json(cursor).offsets.values()) == 1200
+
+
+def test_an_idle_tick_long_polls_and_requests_an_event_published_while_it_waits(
+    topics: Topics, instance: DagsterInstance
+) -> None:
+    """The sensor loop starts a tick at most every 5 s; an idle tick that waits for the first
+    event requests it at once instead. The event is published well after the old 2 s first-
+    message wait, so only a tick still polling can request it."""
+    (account,) = account_ids(1)
+    resource = kafka_resource(topics, wait_for_events_seconds=60.0, max_poll_seconds=60.0)
+    results: list[object] = []
+    waiting = threading.Thread(target=lambda: results.append(tick(instance, resource, None)))
+    waiting.start()
+    time.sleep(4.0)
+    topics.publish([refresh_event(account)])
+    waiting.join(timeout=45.0)
+    assert not waiting.is_alive(), "the tick kept waiting after the event arrived"
+    (result,) = results
+    assert [r.partition_key for r in result.run_requests] == [account]
 
 
 def test_cursor_resumes_after_a_tick_that_raised(topics: Topics, instance: DagsterInstance) -> None:

@@ -72,6 +72,8 @@ def kafka_resource(topics: Topics, **overrides: object) -> KafkaResource:
         "topic": topics.refresh,
         "dlq_topic": topics.dlq,
         "idle_poll_seconds": 0.5,
+        # Tests tick empty topics often: a short long poll keeps them quick.
+        "wait_for_events_seconds": 2.0,
         "fetch_wait_max_ms": int(EMBEDDED_BROKER_FETCH_WAIT_MS),
     }
     config.update(overrides)

@@ -157,7 +157,12 @@ class KafkaResource(ConfigurableResource):
     fetch_wait_max_ms: int | None = setting_field("KAFKA_FETCH_WAIT_MAX_MS")
     max_messages_per_tick: int = 500
     max_poll_seconds: float = 10.0
-    idle_poll_seconds: float = 0.5
+    # An idle tick waits this long for its first event (a long poll, within max_poll_seconds),
+    # so an event published meanwhile is requested at once, not at a later tick: Dagster's
+    # sensor loop starts a tick at most every 5 s.
+    wait_for_events_seconds: float = 10.0
+    # Quiet time that ends a tick once events flowed; every event waits at least this long.
+    idle_poll_seconds: float = 0.2
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     def connection(self) -> KafkaConnection:
@@ -183,6 +188,7 @@ class KafkaResource(ConfigurableResource):
             max_messages=self.max_messages_per_tick,
             max_seconds=self.max_poll_seconds,
             idle_seconds=self.idle_poll_seconds,
+            first_message_seconds=self.wait_for_events_seconds,
         )
 
 
