@@ -9,7 +9,9 @@
 4. A 20-partition backfill launched as the UI launches it (GraphQL ``launchPartitionBackfill``
    against a running ``dagster-webserver``, runs submitted by the daemon's backfill loop) vs.
    20 runs of other accounts requested by the Kafka sensor, each from launch to all SUCCESS.
-5. Scale (``benchmarks/scale.py``): the asset page, one account's runs and history page at
+5. Latency at a trickle (``benchmarks/latency.py``): publish → Account written for one event every
+   3 s, split by stage, beside a hand-written consumer; the CPU one refresh costs.
+6. Scale (``benchmarks/scale.py``): the asset page, one account's runs and history page at
    many accounts, the cap sensor's plan, and sustained refreshes per hour through the daemon.
 
 Run with ``make bench``. Nothing here is asserted; the numbers go into issue notes.
@@ -299,8 +301,11 @@ def main() -> None:
         f"\nevent log of one refresh run (daemon): {footprint.rows} rows, "
         f"{footprint.bytes / 1024:.1f} KiB of events\n  {kinds}"
     )
-    # Imported here: scale.py reuses this module's helpers.
-    from benchmarks import scale
+    # Imported here: latency.py and scale.py reuse this module's helpers.
+    from benchmarks import latency, scale
+
+    print("\nlatency:", flush=True)
+    latency.main()
 
     print("\nscale:", flush=True)
     scale.main()
