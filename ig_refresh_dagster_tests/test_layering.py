@@ -23,16 +23,16 @@ def test_import_contracts_are_kept() -> None:
     assert "0 broken" in result.stdout
 
 
-def test_a_domain_module_importing_dagster_breaks_a_contract(tmp_path: Path) -> None:
-    """The contracts bite: the same check over a copy with one forbidden import fails."""
+def lint_copy_with(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess[str]:
+    """import-linter over a copy of the package with ``line`` appended to ``module``."""
     import shutil
 
     copy = tmp_path / "repo"
     shutil.copytree(PROJECT_ROOT / "ig_refresh_dagster", copy / "ig_refresh_dagster")
     shutil.copy(PROJECT_ROOT / ".importlinter", copy / ".importlinter")
-    events = copy / "ig_refresh_dagster" / "intake" / "events.py"
-    events.write_text(events.read_text() + "\nfrom ig_refresh_dagster.refresh import ops\n")
-    result = subprocess.run(
+    target = copy / "ig_refresh_dagster" / module
+    target.write_text(target.read_text() + f"\n{line}\n")
+    return subprocess.run(
         [str(BIN / "lint-imports")],
         cwd=copy,
         capture_output=True,
@@ -40,6 +40,23 @@ def test_a_domain_module_importing_dagster_breaks_a_contract(tmp_path: Path) -> 
         timeout=300,
         env={"PYTHONPATH": str(copy), "PATH": str(BIN)},
     )
+
+
+@pytest.mark.parametrize(
+    ("module", "line"),
+    [
+        ("intake/events.py", "from ig_refresh_dagster.refresh import ops"),
+        # launch/ and housekeeping/ stand on run/, never on each other
+        (
+            "refresh/launch/freshness.py",
+            "from ig_refresh_dagster.refresh.housekeeping import retention",
+        ),
+        ("refresh/run/stages.py", "from ig_refresh_dagster.refresh.launch import backfill"),
+    ],
+)
+def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, module: str, line: str) -> None:
+    """The contracts bite: the same check over a copy with one forbidden import fails."""
+    result = lint_copy_with(tmp_path, module, line)
     assert result.returncode != 0
     assert "BROKEN" in result.stdout
 
