@@ -28,6 +28,7 @@ from urllib.parse import urljoin, urlsplit
 
 import lxml.html
 from lxml import etree
+from pydantic import ValidationError
 
 from ig_refresh_dagster.instagram.bounded_http import (
     Answer,
@@ -37,8 +38,6 @@ from ig_refresh_dagster.instagram.bounded_http import (
     host_of,
     new_session,
 )
-from pydantic import ValidationError
-
 from ig_refresh_dagster.instagram.counts import (
     Count,
     MalformedCount,
@@ -507,8 +506,8 @@ def _verified(page: lxml.html.HtmlElement, name: str) -> bool | None:
                 stack.extend(node)
             elif isinstance(node, dict):
                 username, flag = node.get("username"), node.get("is_verified")
-                if isinstance(username, str) and username.lower() == name:
-                    if isinstance(flag, bool):
-                        seen.add(flag)
+                own = isinstance(username, str) and username.lower() == name
+                if own and isinstance(flag, bool):
+                    seen.add(flag)
                 stack.extend(node.values())
     return seen.pop() if len(seen) == 1 else None
