@@ -2,7 +2,8 @@
 
 They warn rather than fail: a refresh that wrote what Instagram said is still a refresh, but an
 operator should look at a follower count that jumped, a profile a scrape could only half read,
-or a fleet that lost its Graph token.
+or a fleet that lost its Graph token. The exception is ``account_identity``, also evaluated by a
+refresh that refused to write: a handle now answering as another Instagram user is an ERROR.
 """
 
 import contextlib
@@ -19,6 +20,7 @@ ASSET = "instagram_profile"
 FOLLOWER_JUMP = "follower_jump"
 PROFILE_COMPLETE = "profile_complete"
 GRAPH_ENABLED = "graph_enabled"
+ACCOUNT_IDENTITY = "account_identity"
 
 CHECK_SPECS = [
     AssetCheckSpec(
@@ -37,6 +39,13 @@ CHECK_SPECS = [
         asset=ASSET,
         description="Graph is usable for at least one configured credential (else every "
         "account is scraped).",
+    ),
+    AssetCheckSpec(
+        ACCOUNT_IDENTITY,
+        asset=ASSET,
+        description="The answer is proven to be this Account's Instagram user: its stored ids "
+        "(instagramData.igUserId / igGraphId) match. ERROR when the handle now answers as "
+        "another user (instagramData.handleRecycled).",
     ),
 ]
 # Fields a complete profile has; a scrape of the HTML page may leave some unknown.
@@ -100,6 +109,32 @@ def graph_enabled(disabled_reason: str | None) -> AssetCheckResult:
     )
 
 
+def identity_proven(profile: InstagramProfile) -> AssetCheckResult:
+    ids = profile.user_ids()
+    return AssetCheckResult(
+        check_name=ACCOUNT_IDENTITY,
+        asset_key=ASSET,
+        passed=True,
+        metadata={"ids": ", ".join(f"{k} {v}" for k, v in sorted(ids.items())) or "none"},
+        description=f"answered as @{profile.username}"
+        + (f", {', '.join(f'{k} {v}' for k, v in sorted(ids.items()))}" if ids else ""),
+    )
+
+
+def identity_refused(reason: str, description: str, known: dict, seen: dict) -> AssetCheckResult:
+    """The refresh wrote nothing: ERROR for a recycled handle, WARN when unproven."""
+    return AssetCheckResult(
+        check_name=ACCOUNT_IDENTITY,
+        asset_key=ASSET,
+        passed=False,
+        severity=AssetCheckSeverity.ERROR
+        if reason == "handle_recycled"
+        else AssetCheckSeverity.WARN,
+        metadata={"reason": reason, "known_ids": str(known), "seen_ids": str(seen)},
+        description=description[:1000],
+    )
+
+
 def _followers(snapshot: dict) -> int | None:
     value = snapshot.get("followerCount")
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -111,6 +146,7 @@ def profile_checks(
     """Evaluated after the log entry is written, so checks describe what was stored."""
     yield follower_jump(_followers(update.before), _followers(update.after), JumpRule())
     yield profile_complete(profile)
+    yield identity_proven(profile)
     reason = None
     with contextlib.suppress(Exception):
         # The status read is informational; a Redis hiccup must not fail a finished refresh.
