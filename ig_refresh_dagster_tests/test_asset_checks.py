@@ -69,7 +69,7 @@ def test_a_graph_refresh_passes_every_check(
     result = run_refresh(account_id, resources, instance)
     assert result.success
     checks = evaluations(result)
-    assert set(checks) == {"follower_jump", "profile_complete", "graph_enabled", "account_identity"}
+    assert set(checks) == {"follower_jump", "profile_complete", "graph_enabled"}
     assert all(check.passed for check in checks.values())
     (point,) = mongo_db["InstagramProfileHistory"].find({})
     assert point["followers"] == 1500, "each refresh records the day's counts for the history"

@@ -2,8 +2,9 @@
 
 They warn rather than fail: a refresh that wrote what Instagram said is still a refresh, but an
 operator should look at a follower count that jumped, a profile a scrape could only half read,
-or a fleet that lost its Graph token. The exception is ``account_identity``, also evaluated by a
-refresh that refused to write: a handle now answering as another Instagram user is an ERROR.
+or a fleet that lost its Graph token. The exception is ``account_identity``, evaluated only by a
+refresh that refused to write (each evaluation costs event-log rows on every run, and a proven
+answer is the norm): a handle now answering as another Instagram user is an ERROR.
 """
 
 import contextlib
@@ -43,9 +44,9 @@ CHECK_SPECS = [
     AssetCheckSpec(
         ACCOUNT_IDENTITY,
         asset=ASSET,
-        description="The answer is proven to be this Account's Instagram user: its stored ids "
-        "(instagramData.igUserId / igGraphId) match. ERROR when the handle now answers as "
-        "another user (instagramData.handleRecycled).",
+        description="Evaluated when a refresh refused an answer as not this Account's: ERROR "
+        "when the handle now answers as another Instagram user (instagramData.handleRecycled), "
+        "WARN when the answer carried none of the stored ids.",
     ),
 ]
 # Fields a complete profile has; a scrape of the HTML page may leave some unknown.
@@ -109,18 +110,6 @@ def graph_enabled(disabled_reason: str | None) -> AssetCheckResult:
     )
 
 
-def identity_proven(profile: InstagramProfile) -> AssetCheckResult:
-    ids = profile.user_ids()
-    return AssetCheckResult(
-        check_name=ACCOUNT_IDENTITY,
-        asset_key=ASSET,
-        passed=True,
-        metadata={"ids": ", ".join(f"{k} {v}" for k, v in sorted(ids.items())) or "none"},
-        description=f"answered as @{profile.username}"
-        + (f", {', '.join(f'{k} {v}' for k, v in sorted(ids.items()))}" if ids else ""),
-    )
-
-
 def identity_refused(reason: str, description: str, known: dict, seen: dict) -> AssetCheckResult:
     """The refresh wrote nothing: ERROR for a recycled handle, WARN when unproven."""
     return AssetCheckResult(
@@ -146,7 +135,6 @@ def profile_checks(
     """Evaluated after the log entry is written, so checks describe what was stored."""
     yield follower_jump(_followers(update.before), _followers(update.after), JumpRule())
     yield profile_complete(profile)
-    yield identity_proven(profile)
     reason = None
     with contextlib.suppress(Exception):
         # The status read is informational; a Redis hiccup must not fail a finished refresh.
