@@ -23,7 +23,7 @@ from ig_refresh_dagster.instagram.counts import MAX_COUNT
 # handle 2,048 safely.
 MAX_URL_LENGTH = 2048
 _WEB_SCHEMES = frozenset({"http", "https"})
-Count = Annotated[int, Field(strict=True, ge=0, le=MAX_COUNT)]
+CountField = Annotated[int, Field(strict=True, ge=0, le=MAX_COUNT)]
 # Instagram's numeric ids as decimal strings (a pk, a Graph IG User id).
 NumericId = Annotated[str, Field(pattern=r"^[0-9]{1,30}$")]
 # The counts a profile carries, by field, and their names in ``instagramData``.
@@ -65,8 +65,8 @@ def _utc(value: datetime | None) -> datetime | None:
 class RecentMedia(BaseModel):
     id: str
     caption: str | None = None
-    like_count: Count | None = None
-    comments_count: Count | None = None
+    like_count: CountField | None = None
+    comments_count: CountField | None = None
     media_type: str | None = None
     media_product_type: str | None = None
     permalink: str | None = None
@@ -107,9 +107,9 @@ class InstagramProfile(BaseModel):
     name: str | None = None
     biography: str | None = None
     profile_picture_url: str | None = None
-    followers_count: Count | None = None
-    follows_count: Count | None = None
-    media_count: Count | None = None
+    followers_count: CountField | None = None
+    follows_count: CountField | None = None
+    media_count: CountField | None = None
     count_steps: dict[Literal["followers_count", "follows_count", "media_count"], int] = {}
     website: str | None = None
     is_verified: bool | None = None

@@ -14,8 +14,8 @@ show ``(@handle)`` in its og:title or og:description, or have an ``og:url`` or c
 to ``/handle/``, and none of these may name another account. A page without any count (a login,
 consent or rate page served with status 200) is classified as the block it is, never a profile.
 Counts and ids that are not plain non-negative numbers make the JSON answer unusable (the page
-is asked instead). Each stage has ``timeout`` seconds in total (redirect hops included) and reads at
-most ``SCRAPE_MAX_BYTES``.
+is asked instead). Each stage has ``timeout`` seconds in total (redirect hops included) and
+reads at most ``SCRAPE_MAX_BYTES``.
 """
 
 from __future__ import annotations
