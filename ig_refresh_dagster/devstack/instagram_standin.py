@@ -11,6 +11,11 @@ spec ``{"status": 200, "headers": {...}, "json": ... | "html": "file.html" | "te
 (``html`` names a file beside the spec). A missing spec answers as Instagram does for an
 account that endpoint cannot show: Graph 400 code 100/2207013, JSON and page 404.
 
+Hostile fixtures, for the write path's identity and wall tests, outside the demo's
+``accounts.json``: ``imposter.page`` serves a page whose title and description are another
+account's (``(@someone.else)``, no ``og:url``), ``consent.wall`` a 200 cookie-consent page with
+the generic title "Instagram" and no counts.
+
 Insights (``/{version}/{id}/insights``) are served for accounts whose ``accounts.json`` entry
 has ``"auth": {"userId", "accessToken"}``: the id is that user id, or a media id listed in the
 account's ``media_insights.json`` (``{media_id: {metric: value}}``), and the Bearer token must be

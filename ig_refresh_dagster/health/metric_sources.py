@@ -24,6 +24,7 @@ from ig_refresh_dagster.health.daemon import DagsterInstanceView
 from ig_refresh_dagster.intake.cursor import TopicCursor
 from ig_refresh_dagster.intake.dead_letter_log import DeadLetterRecord
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicReader
+from ig_refresh_dagster.stores.accounts import AccountStore
 from ig_refresh_dagster.stores.budget import BudgetStatus, HourlyBudget
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 from ig_refresh_dagster.stores.refresh_log import COLLECTION as REFRESH_LOG
@@ -129,6 +130,20 @@ class AccountSources:
             lambda c: list(c[self.database]["Account"].aggregate(pipeline)), self.timeout
         )
         return self._families(rows, now, buckets)
+
+    def recycled(self) -> Families:
+        """Accounts whose handle answered as another Instagram user (README "Data we write"):
+        each needs an operator, because no refresh writes them until one decides."""
+        flagged = self.mongo.use(
+            lambda c: AccountStore(c[self.database]).count_recycled(PLATFORM), self.timeout
+        )
+        family = _gauge(
+            "handle_recycled_accounts",
+            "Accounts flagged instagramData.handleRecycled: their handle now answers as "
+            "another Instagram user, so refreshes write nothing",
+        )
+        family.add_metric([], flagged)
+        return [family]
 
     def _buckets(self, now: datetime) -> dict[datetime, tuple[str, bool]]:
         """Each bucket's lower boundary (oldest first) -> (staleness label, within the target).

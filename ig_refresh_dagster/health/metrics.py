@@ -127,6 +127,7 @@ class SidecarMetrics:
                 "refresh_outcomes": log_sources.outcomes,
                 "deferred_refreshes": log_sources.deferred,
                 "accounts": accounts.staleness,
+                "handle_recycled": accounts.recycled,
             }
         if probe.redis is not None:
             redis_sources = RedisSources(probe.redis, c.budgets, c.graph_fingerprints, inner)

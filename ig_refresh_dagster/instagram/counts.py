@@ -14,9 +14,42 @@ from __future__ import annotations
 import re
 import unicodedata
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 _K, _M, _B = 10**3, 10**6, 10**9
+# Far above any real count (the most-followed account has under 10**9 followers) and inside
+# 2**53, so a count survives BSON int64, JSON and JavaScript readers exactly.
+MAX_COUNT = 10**12
+
+
+class MalformedCount(ValueError):
+    """A count in an answer is not a count: negative, too large, a bool, a float, or a string
+    that is not plain ASCII digits ("²" passes ``str.isdigit``)."""
+
+
+def strict_count(value: Any) -> int | None:
+    """A count from a structured answer (Graph, the JSON endpoint): None when absent, else a
+    non-negative int (or string of ASCII digits) up to MAX_COUNT, else MalformedCount."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 13:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise MalformedCount(f"{ascii(value)[:40]} is not a count")
+    return value
+
+
+class Count(NamedTuple):
+    """A displayed count and its ``step``: 1 when exact ("12,487"), else the unit of the last
+    digit shown ("12.5K": 100), so the true count lies within ``value ± step`` whether
+    Instagram rounded or truncated it."""
+
+    value: int
+    step: int = 1
+
+    def agrees_with(self, exact: int) -> bool:
+        return abs(exact - self.value) <= self.step
+
 
 # Abbreviations seen on instagram.com per locale, lowercased, trailing period dropped.
 _SUFFIXES: dict[str, int] = {
@@ -95,6 +128,12 @@ def _digits(num: str, has_suffix: bool) -> tuple[str, str] | None:
 
 def parse_count(text: str, *, locale: str | None = None) -> int | None:
     """Parse one displayed count; ``locale`` only matters where abbreviations clash ("tr")."""
+    count = read_count(text, locale=locale)
+    return None if count is None else count.value
+
+
+def read_count(text: str, *, locale: str | None = None) -> Count | None:
+    """``parse_count`` with the precision of what was shown; None beyond MAX_COUNT too."""
     if not isinstance(text, str):
         return None
     match = _NUMBER.fullmatch(_normalise(text))
@@ -117,7 +156,10 @@ def parse_count(text: str, *, locale: str | None = None) -> int | None:
         return None
     if not suffix and value != value.to_integral_value():
         return None
-    return int(value.to_integral_value(rounding=ROUND_HALF_UP))
+    shown = int(value.to_integral_value(rounding=ROUND_HALF_UP))
+    if shown > MAX_COUNT:
+        return None
+    return Count(shown, max(1, multiplier // 10 ** len(fraction)) if suffix else 1)
 
 
 class ProfileCounts(NamedTuple):
@@ -175,10 +217,22 @@ _CLAUSE = re.compile(r",\s+|(?<=[^\d\s]),|[、·•;]")
 def parse_profile_description(desc: str) -> ProfileCounts:
     """Followers, following and posts from a profile page's og:description, in any of the
     supported locales (en, de, fr, es, pt, it, nl, ja, zh, ko, ru, tr). Unknown parts are None."""
+    found = read_profile_counts(desc)
+    return ProfileCounts(
+        *(
+            c.value if c else None
+            for c in (found.get(m) for m in ("followers", "following", "posts"))
+        )
+    )
+
+
+def read_profile_counts(desc: str) -> dict[str, Count | None]:
+    """``parse_profile_description`` with each count's precision, keyed by metric
+    ("followers", "following", "posts"); a metric not mentioned is absent."""
     if not isinstance(desc, str):
-        return ProfileCounts(None, None, None)
+        return {}
     head = _COUNTS_END.split(_normalise(desc), maxsplit=1)[0]
-    found: dict[str, int | None] = {}
+    found: dict[str, Count | None] = {}
     for clause in _CLAUSE.split(head):
         lowered = clause.casefold()
         for keyword, metric, locale in _KEYWORDS:
@@ -187,6 +241,6 @@ def parse_profile_description(desc: str) -> ProfileCounts:
                 continue
             if metric not in found:
                 rest = (lowered[:at] + " " + lowered[at + len(keyword) :]).strip(_UNITS)
-                found[metric] = parse_count(rest, locale=locale)
+                found[metric] = read_count(rest, locale=locale)
             break
-    return ProfileCounts(found.get("followers"), found.get("following"), found.get("posts"))
+    return found

@@ -55,9 +55,18 @@ class ResponseTooLarge(PermanentError):
     default_reason = "response_too_large"
 
 
+class MalformedAnswer(PermanentError):
+    """A value in the answer breaks its contract (a count that is negative, beyond
+    ``counts.MAX_COUNT``, a bool, a float, or a string of other than ASCII digits; a field of
+    the wrong type): nothing of the answer is used, and the fetcher scrapes instead, as for any
+    Graph answer it cannot use."""
+
+    default_reason = "malformed_answer"
+
+
 class ProfileMismatch(PermanentError):
-    """Instagram answered with another account's profile (its ``og:url``, canonical link or
-    username names someone else): nothing of it may be written to this account."""
+    """The answer does not prove it is about the account asked for (its ``og:url``, canonical
+    link or username names someone else, or names no one): nothing of it may be written."""
 
     default_reason = "profile_mismatch"
 

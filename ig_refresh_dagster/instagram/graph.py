@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ig_refresh_dagster.instagram.errors import PermanentError
+from ig_refresh_dagster.instagram.counts import MalformedCount, strict_count
+from ig_refresh_dagster.instagram.errors import MalformedAnswer
 from ig_refresh_dagster.instagram.models import InstagramProfile, RecentMedia
 from ig_refresh_dagster.instagram.transport import GraphTransport, as_int
 from ig_refresh_dagster.instagram.usage import ApiUsage
@@ -90,7 +91,7 @@ class GraphClient:
     def _profile(self, name: str, body: dict[str, Any], usage: ApiUsage | None) -> InstagramProfile:
         data = body.get("business_discovery")
         if not isinstance(data, dict):
-            raise PermanentError(
+            raise MalformedAnswer(
                 f"Graph answered for @{name} without a business_discovery object",
                 reason="graph_unexpected_body",
                 usage=usage,
@@ -103,8 +104,8 @@ class GraphClient:
                 RecentMedia(
                     id=str(item["id"]),
                     caption=item.get("caption"),
-                    like_count=as_int(item.get("like_count")),
-                    comments_count=as_int(item.get("comments_count")),
+                    like_count=strict_count(item.get("like_count")),
+                    comments_count=strict_count(item.get("comments_count")),
                     media_type=item.get("media_type"),
                     media_product_type=item.get("media_product_type"),
                     permalink=item.get("permalink"),
@@ -120,9 +121,9 @@ class GraphClient:
                 name=data.get("name"),
                 biography=data.get("biography"),
                 profile_picture_url=data.get("profile_picture_url"),
-                followers_count=as_int(data.get("followers_count")),
-                follows_count=as_int(data.get("follows_count")),
-                media_count=as_int(data.get("media_count")),
+                followers_count=strict_count(data.get("followers_count")),
+                follows_count=strict_count(data.get("follows_count")),
+                media_count=strict_count(data.get("media_count")),
                 website=data.get("website"),
                 # Business Discovery only ever answers for business and creator accounts.
                 is_business_account=True,
@@ -131,8 +132,14 @@ class GraphClient:
                 fetched_at=datetime.now(UTC),
                 recent_media=media,
             )
+        except MalformedCount as exc:
+            raise MalformedAnswer(
+                f"Graph answered for @{name} with a count that is not one ({exc})",
+                reason="graph_malformed_count",
+                usage=usage,
+            ) from None
         except ValidationError as exc:
-            raise PermanentError(
+            raise MalformedAnswer(
                 f"Graph answered for @{name} with fields of the wrong type "
                 f"({exc.error_count()} problems)",
                 reason="graph_unexpected_body",

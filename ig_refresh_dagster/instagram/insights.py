@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 
+from ig_refresh_dagster.instagram.counts import MAX_COUNT
 from ig_refresh_dagster.instagram.errors import PermanentError
 from ig_refresh_dagster.instagram.metrics import (
     account_series_metrics,
@@ -104,9 +105,11 @@ def _graph_id(value: str, what: str) -> str:
 
 
 def _number(value: Any) -> int | float | None:
+    """A metric value, or None (unknown): every metric asked is a non-negative count or
+    duration, so a negative, non-finite or absurd value (beyond ``MAX_COUNT``) is not one."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return value if math.isfinite(value) else None
+    return value if math.isfinite(value) and 0 <= value <= MAX_COUNT else None
 
 
 def _end_day(value: Any) -> date | None:

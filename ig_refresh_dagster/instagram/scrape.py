@@ -8,14 +8,19 @@ counts are rounded and localised. Redirects are never followed to the login, cha
 consent pages: landing there means we are blocked, and saying so is the useful answer. Nor are
 they followed off Instagram's own hosts or down from https to http (see ``RedirectPolicy``).
 
-Every answer must be about the account asked for: a page whose ``og:url`` or canonical link,
-or a JSON body whose username, names another account is a ProfileMismatch, and nothing of it
-is returned. Each stage has ``timeout`` seconds in total (redirect hops included) and reads at
-most ``SCRAPE_MAX_BYTES``.
+Every answer must prove it is about the account asked for, or it is a ProfileMismatch and
+nothing of it is returned: the JSON body's ``user.username`` must be the handle; the page must
+show ``(@handle)`` in its og:title or og:description, or have an ``og:url`` or canonical link
+to ``/handle/``, and none of these may name another account. A page without any count (a login,
+consent or rate page served with status 200) is classified as the block it is, never a profile.
+Counts and ids that are not plain non-negative numbers make the JSON answer unusable (the page
+is asked instead). Each stage has ``timeout`` seconds in total (redirect hops included) and
+reads at most ``SCRAPE_MAX_BYTES``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +28,7 @@ from urllib.parse import urljoin, urlsplit
 
 import lxml.html
 from lxml import etree
+from pydantic import ValidationError
 
 from ig_refresh_dagster.instagram.bounded_http import (
     Answer,
@@ -32,7 +38,12 @@ from ig_refresh_dagster.instagram.bounded_http import (
     host_of,
     new_session,
 )
-from ig_refresh_dagster.instagram.counts import parse_profile_description
+from ig_refresh_dagster.instagram.counts import (
+    Count,
+    MalformedCount,
+    read_profile_counts,
+    strict_count,
+)
 from ig_refresh_dagster.instagram.errors import (
     AccountGone,
     InstagramError,
@@ -60,6 +71,16 @@ INSTAGRAM_DOMAIN = "instagram.com"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _WALL_PATHS = ("/accounts/login", "/challenge", "/consent", "/accounts/suspended")
 _PLEASE_WAIT = "please wait a few minutes"
+_RATE_TEXTS = ("try again later", "rate limit")
+_CONSENT_TEXTS = ("allow the use of cookies", "accept cookies", "allow all cookies")
+# How og:title and og:description show the profile's owner: "Name (@handle)", or a title
+# that starts with "@handle" for an account without a display name.
+_HANDLE = re.compile(r"\(@([a-z0-9._]{1,30})\)|^@([a-z0-9._]{1,30})(?![a-z0-9._])", re.IGNORECASE)
+_PAGE_COUNTS = (
+    ("followers", "followers_count"),
+    ("following", "follows_count"),
+    ("posts", "media_count"),
+)
 _MEDIA_TYPES = {"GraphImage": "IMAGE", "GraphVideo": "VIDEO", "GraphSidecar": "CAROUSEL_ALBUM"}
 _PRODUCT_TYPES = {"feed": "FEED", "clips": "REELS"}
 
@@ -78,10 +99,8 @@ def _dig(node: Any, *path: str | int) -> Any:
 
 
 def _count(node: Any, *path: str) -> int | None:
-    value = _dig(node, *path)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
+    """None when absent; MalformedCount when present but not a count."""
+    return strict_count(_dig(node, *path))
 
 
 def _text(value: Any) -> str | None:
@@ -246,7 +265,11 @@ class ProfileScraper:
         if response.status != 200 or not isinstance(user, dict):
             raise _Inconclusive
         require_same_account(name, user.get("username"), "Instagram", "scrape_profile_mismatch")
-        return self._profile_from_user(name, user)
+        try:
+            return self._profile_from_user(name, user)
+        except (MalformedCount, ValidationError):
+            # A count or id that is not one: the answer is unusable, the page may still do.
+            raise _Inconclusive from None
 
     def _profile_from_user(self, name: str, user: dict[str, Any]) -> InstagramProfile:
         edges = _dig(user, "edge_owner_to_timeline_media", "edges")
@@ -259,7 +282,7 @@ class ProfileScraper:
         ]
         return InstagramProfile(
             username=name,
-            id=str(user["id"]) if user.get("id") is not None else None,
+            id=str(user["id"]) if isinstance(user.get("id"), str | int) else user.get("id"),
             name=_text(user.get("full_name")) or None,
             biography=_text(user.get("biography")),
             profile_picture_url=_text(user.get("profile_pic_url_hd"))
@@ -340,24 +363,28 @@ class ProfileScraper:
                 retry_after=WALL_WAIT_SECONDS,
                 reason="scrape_login_wall",
             )
-        if og["og:description"] is None and og["og:title"] is None:
-            raise self._blank_page(response, page, name)
-        for what, url in (("og:url", og["og:url"]), ("canonical link", canonical)):
-            if url and _names_other_account(url, name):
-                raise ProfileMismatch(
-                    f"the profile page asked for @{name} has the {what} "
-                    f"{_path(url)[:80]!a}, another account's; nothing is written",
-                    reason="scrape_profile_mismatch",
+        counts = read_profile_counts(og["og:description"] or "")
+        if not any(counts.values()):
+            if any(_owner(og[what]) for what in ("og:title", "og:description")):
+                raise TransientError(
+                    f"the profile page of @{name} shows counts this reader cannot read "
+                    "(an unsupported locale or a new template)",
+                    reason="scrape_counts_unreadable",
                 )
-        counts = parse_profile_description(og["og:description"] or "")
+            raise self._blank_page(response, page, name)
+        _require_page_of(name, og, canonical)
+        shown: dict[str, Count] = {
+            field: count for metric, field in _PAGE_COUNTS if (count := counts.get(metric))
+        }
         return InstagramProfile(
             username=name,
             name=_name_from_title(og["og:title"], name),
             profile_picture_url=og["og:image"],
-            followers_count=counts.followers,
-            follows_count=counts.following,
-            media_count=counts.posts,
-            is_verified=_verified(page),
+            followers_count=_value(shown.get("followers_count")),
+            follows_count=_value(shown.get("follows_count")),
+            media_count=_value(shown.get("media_count")),
+            count_steps={field: c.step for field, c in shown.items() if c.step > 1},  # type: ignore[misc]
+            is_verified=_verified(page, name),
             source="scrape",
             method="profile_html",
             fetched_at=datetime.now(UTC),
@@ -366,17 +393,33 @@ class ProfileScraper:
     def _blank_page(
         self, response: Answer, page: lxml.html.HtmlElement, name: str
     ) -> InstagramError:
-        """A 200 page without profile tags: a block page, a login form, or something new."""
-        if _PLEASE_WAIT in page.text_content().lower():
+        """A 200 page without a single count: a rate page, a login form, a consent page, or
+        something new. None of them is a refresh."""
+        text = page.text_content().lower()
+        if _PLEASE_WAIT in text:
             return self._please_wait(response, name)
-        if page.xpath("//input[@name='password']"):
+        if page.xpath("//input[@name='password'] | //form[contains(@action, '/accounts/login')]"):
             return ScrapeBlocked(
                 f"Instagram served a login form instead of @{name}",
                 retry_after=WALL_WAIT_SECONDS,
                 reason="scrape_login_wall",
             )
+        if page.xpath("//form[contains(@action, '/consent')]") or any(
+            marker in text for marker in _CONSENT_TEXTS
+        ):
+            return ScrapeBlocked(
+                f"Instagram served a cookie consent page instead of @{name}",
+                retry_after=WALL_WAIT_SECONDS,
+                reason="scrape_consent",
+            )
+        if any(marker in text for marker in _RATE_TEXTS):
+            return ScrapeBlocked(
+                f"Instagram served a rate-limit page instead of @{name}",
+                retry_after=_retry_after(response, RATE_BLOCK_WAIT_SECONDS),
+                reason="scrape_rate_limited",
+            )
         return TransientError(
-            f"the profile page of @{name} has no profile data (no og:title/og:description)",
+            f"the profile page of @{name} shows no counts (no profile og:description)",
             reason="scrape_unrecognised_page",
         )
 
@@ -392,14 +435,79 @@ def _name_from_title(title: str | None, username: str) -> str | None:
     return title[: found.start()].strip() or None
 
 
-def _verified(page: lxml.html.HtmlElement) -> bool | None:
-    """True/False only when the embedded page data says so unambiguously: other users' flags
-    (suggested accounts) can be embedded too, so mixed answers mean unknown."""
+def _value(count: Count | None) -> int | None:
+    return None if count is None else count.value
+
+
+def _require_page_of(name: str, og: dict[str, str | None], canonical: str) -> None:
+    """ProfileMismatch unless the page proves it is @``name``'s: ``(@name)`` in og:title or
+    og:description, or an og:url / canonical link to ``/name/``; and none of them names
+    another account (the first ``(@handle)`` of the title and of the description is the
+    profile's owner in every locale's template)."""
+    proofs = 0
+    for what, url in (("og:url", og["og:url"]), ("canonical link", canonical)):
+        if not url:
+            continue
+        if _names_other_account(url, name):
+            raise ProfileMismatch(
+                f"the profile page asked for @{name} has the {what} "
+                f"{_path(url)[:80]!a}, another account's; nothing is written",
+                reason="scrape_profile_mismatch",
+            )
+        proofs += 1
+    for what in ("og:title", "og:description"):
+        owner = _owner(og[what])
+        if owner is None:
+            continue
+        if owner != name:
+            raise ProfileMismatch(
+                f"the profile page asked for @{name} has the {what} of @{owner}, another "
+                "account; nothing is written",
+                reason="scrape_profile_mismatch",
+            )
+        proofs += 1
+    if not proofs:
+        raise ProfileMismatch(
+            f"the profile page asked for @{name} shows neither (@{name}) in its og:title or "
+            "og:description nor a link to its own address, so it cannot be proven to be "
+            "this account's; nothing is written",
+            reason="scrape_profile_unproven",
+        )
+
+
+def _owner(text: str | None) -> str | None:
+    """The handle a title or description shows as the profile's owner (lowercased)."""
+    shown = _HANDLE.search(text or "")
+    return None if shown is None else (shown[1] or shown[2]).lower()
+
+
+def _embedded(script: str) -> Any:
+    """The JSON a script carries (whole, or the object it assigns), or None."""
+    text = script.strip()
+    start, end = text.find("{"), text.rfind("}")
+    for candidate in (text, text[start : end + 1] if 0 <= start < end else ""):
+        try:
+            return json.loads(candidate)
+        except (ValueError, RecursionError):
+            continue
+    return None
+
+
+def _verified(page: lxml.html.HtmlElement, name: str) -> bool | None:
+    """``is_verified`` of the profile's own user object in the embedded page data: an object
+    whose ``username`` is ``name``. Other users' objects (suggested accounts) do not count,
+    and no such object, or contradicting ones, mean unknown."""
     seen: set[bool] = set()
     for script in page.xpath("//script/text()"):
-        compact = "".join(str(script).split())
-        if '"is_verified":true' in compact:
-            seen.add(True)
-        if '"is_verified":false' in compact:
-            seen.add(False)
+        stack = [_embedded(str(script))]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, list):
+                stack.extend(node)
+            elif isinstance(node, dict):
+                username, flag = node.get("username"), node.get("is_verified")
+                own = isinstance(username, str) and username.lower() == name
+                if own and isinstance(flag, bool):
+                    seen.add(flag)
+                stack.extend(node.values())
     return seen.pop() if len(seen) == 1 else None

@@ -48,9 +48,16 @@ def validate_username(raw: str) -> str:
 def require_same_account(
     name: str, answered_for: Any, source: str, reason: str, usage: ApiUsage | None = None
 ) -> None:
-    """Raise ProfileMismatch when an answer for @``name`` (canonical) says it is about another
-    username; an answer that names none is taken as about ``name``."""
-    if isinstance(answered_for, str) and answered_for.lower() != name:
+    """Raise ProfileMismatch unless an answer for @``name`` (canonical) names ``name``
+    (case-insensitively): an answer that names no username proves nothing."""
+    if not isinstance(answered_for, str) or not answered_for:
+        raise ProfileMismatch(
+            f"{source} answered the request for @{name} without a username, so it cannot be "
+            "proven to be about this account; nothing is written",
+            reason=reason,
+            usage=usage,
+        )
+    if answered_for.lower() != name:
         raise ProfileMismatch(
             f"{source} answered the request for @{name} with the profile of "
             f"{answered_for[:40]!a}; nothing is written",

@@ -4,6 +4,9 @@ The asset's materializations already carry the numbers, but Dagster's Plots view
 partition into one line; this collection is the per-account series the history chart and
 analysts read. Each refresh upserts its day, so the last refresh of a day wins and a rerun never
 adds a second document; the unique index makes a duplicate impossible even when two runs race.
+Except for precision: a rounded count ("12.5K" from the profile page) never replaces an exact
+one recorded the same day, so the day keeps its most precise value; ``countsExact`` says which
+of a day's counts are exact (a count without a flag was recorded before flags existed).
 """
 
 from __future__ import annotations
@@ -42,14 +45,19 @@ class ProfileHistoryStore:
         followers: int | None,
         following: int | None,
         media_count: int | None,
+        rounded: frozenset[str] = frozenset(),
     ) -> None:
+        """``rounded``: the counts (``COUNTS`` names) that were shown rounded."""
         counts = dict(zip(COUNTS, (followers, following, media_count), strict=True))
         known = {k: v for k, v in counts.items() if v is not None}
-        self._coll.update_one(
-            {"accountId": ObjectId(account_id), "day": now.date().isoformat()},
-            {"$set": {**known, "refreshedAt": now}},
-            upsert=True,
-        )
+        day = {"accountId": ObjectId(account_id), "day": now.date().isoformat()}
+        if rounded & known.keys():
+            stored = self._coll.find_one(day) or {}
+            flags = stored.get("countsExact") or {}
+            exact_today = {k for k in COUNTS if k in stored and flags.get(k, True)}
+            known = {k: v for k, v in known.items() if k not in rounded or k not in exact_today}
+        exact = {f"countsExact.{k}": k not in rounded for k in known}
+        self._coll.update_one(day, {"$set": {**known, **exact, "refreshedAt": now}}, upsert=True)
 
     def series(self, account_id: str, days: int, today: date) -> list[HistoryPoint]:
         """The account's points of the last ``days`` days up to ``today``, oldest first."""

@@ -230,13 +230,17 @@ class RefreshLogStore:
             {"$set": {"status": "SKIPPED", "completedAt": now, "reason": reason}},
         )
 
-    def fail(self, run_id: str, account_id: str, error: str, now: datetime) -> None:
-        """Upsert, because a run can fail before its start entry was written."""
+    def fail(
+        self, run_id: str, account_id: str, error: str, now: datetime, reason: str | None = None
+    ) -> None:
+        """Upsert, because a run can fail before its start entry was written. ``reason`` is
+        the machine code of the cause when one is known (e.g. ``handle_recycled``)."""
+        failed = {"status": "FAILED", "completedAt": now, "error": error}
         self._coll.update_one(
             by_run(run_id),
             {
                 "$setOnInsert": _identity(run_id, account_id, now),
-                "$set": {"status": "FAILED", "completedAt": now, "error": error},
+                "$set": failed | ({"reason": reason} if reason else {}),
             },
             upsert=True,
         )

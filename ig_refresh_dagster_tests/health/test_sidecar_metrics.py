@@ -35,6 +35,7 @@ from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.cursor import TopicCursor
 from ig_refresh_dagster.intake.dlq_headers import REASON
+from ig_refresh_dagster.stores.accounts import AccountStore
 from ig_refresh_dagster.stores.budget import (
     GRAPH_BUDGET,
     SCRAPE_BUDGET,
@@ -352,3 +353,19 @@ def test_history_page_without_a_store_is_503() -> None:
     with HealthServer(HealthConfig(host="127.0.0.1", port=0, mongodb_uri=None)) as server:
         status, headers, _ = get(server, "/accounts/acme/history")
     assert status == 503 and headers["Content-Type"] == "text/html; charset=utf-8"
+
+
+def test_recycled_handles_are_counted_from_the_stores_flag(mongo_uri: str, mongo_db: Any) -> None:
+    """Seeded through ``AccountStore.mark_recycled``, the field the refresh writes."""
+    store = AccountStore(mongo_db)
+    ids = [ObjectId() for _ in range(3)]
+    for oid, platform in zip(ids, ("INSTAGRAM", "INSTAGRAM", "YOUTUBE"), strict=True):
+        mongo_db["Account"].insert_one({"_id": oid, "platform": platform, "handle": "h"})
+    now = datetime.now(UTC)
+    for oid in (ids[0], ids[2]):
+        store.mark_recycled(str(oid), {"igUserId": "1"}, {"igUserId": "2"}, now)
+    cfg = HealthConfig(host="127.0.0.1", port=0, mongodb_uri=mongo_uri)
+    with HealthServer(cfg) as server:
+        samples, _ = scrape(server)
+    assert value(samples, "ig_refresh_metrics_source_up", source="handle_recycled") == 1
+    assert value(samples, "ig_refresh_handle_recycled_accounts") == 1

@@ -293,6 +293,20 @@ def test_empty_data_is_no_metrics_not_zero(httpserver: HTTPServer) -> None:
     assert insights.unsupported == []
 
 
+def test_values_that_are_not_counts_are_unknown(httpserver: HTTPServer) -> None:
+    """Every metric asked is a non-negative count or duration: anything else is not stored."""
+    bad: list[object] = [-5, 2**70, "\u00b2", True, float("1e300")]
+    body = {
+        "data": [
+            {"name": name, "total_value": {"value": value}}
+            for name, value in zip(ACCOUNT_TOTAL_METRICS, [*bad, 7], strict=False)
+        ]
+    }
+    httpserver.expect_request(ACCOUNT_PATH).respond_with_json(body)
+    insights = client(httpserver).fetch(USER_ID, OWNER_TOKEN, [], DAY)
+    assert insights.metrics == {ACCOUNT_TOTAL_METRICS[len(bad)]: 7}
+
+
 @pytest.mark.parametrize("error", ["err_metric_index", "err_metric_named"])
 def test_unsupported_account_metric_is_dropped_and_reported(
     httpserver: HTTPServer, error: str

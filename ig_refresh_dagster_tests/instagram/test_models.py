@@ -89,7 +89,38 @@ def test_account_fields_full() -> None:
         "source": "graph",
         "method": "business_discovery",
         "fetchedAt": NOW,
+        "countsExact": {"followers": True, "following": True, "mediaCount": True},
     }
+
+
+@pytest.mark.parametrize("bad", [-5, 2**70, "²", "12", True, 12.0])
+def test_counts_outside_the_contract_are_refused(bad: object) -> None:
+    """The model is the last gate before the store: no parser may hand it a value that is not
+    a plain non-negative int of a sane size."""
+    with pytest.raises(ValueError):
+        _profile(followers_count=bad)
+    with pytest.raises(ValueError):
+        RecentMedia(id="1", like_count=bad)
+
+
+def test_ids_and_precision_map_onto_their_own_fields() -> None:
+    graph = _profile(id="17841400000000099", ig_id=12345, followers_count=10)
+    assert graph.user_ids() == {"igGraphId": "17841400000000099", "igUserId": "12345"}
+    page = _profile(
+        source="scrape",
+        method="profile_html",
+        followers_count=12_500,
+        media_count=40,
+        count_steps={"followers_count": 100},
+    )
+    assert page.user_ids() == {}
+    assert page.rounded_counts() == {"followers": (12_500, 100)}
+    assert page.to_account_fields()["instagramData"]["countsExact"] == {
+        "followers": False,
+        "mediaCount": True,
+    }
+    with pytest.raises(ValueError):
+        _profile(id="12a")
 
 
 def test_account_fields_omit_unknowns_and_never_use_the_username_as_name() -> None:

@@ -115,3 +115,20 @@ def test_running_the_checks_without_the_refresh_says_how_to_evaluate_them(
     assert f"materialize {ASSET} for this account" in failure.step_failure_data.error.message
     assert httpserver.log == []
     assert list(mongo_db["DataRefreshLog"].find({})) == []
+
+
+def test_a_recycled_handle_is_an_error_of_the_identity_check(
+    mongo_db, httpserver: HTTPServer, resources, instance
+) -> None:
+    """The refresh writes nothing and fails; the check still says why, as an ERROR."""
+    account_id = seed_account(
+        mongo_db, handle="natgeo", instagramData={"igGraphId": "17841400000000001"}
+    )
+    httpserver.expect_request(GRAPH_PATH).respond_with_json(graph_body("natgeo"))
+    result = run_refresh(account_id, resources, instance)
+    assert not result.success
+    identity = evaluations(result)["account_identity"]
+    assert not identity.passed
+    assert identity.severity == AssetCheckSeverity.ERROR
+    assert identity.metadata["reason"].value == "handle_recycled"
+    assert "17841400000000099" in identity.metadata["seen_ids"].value

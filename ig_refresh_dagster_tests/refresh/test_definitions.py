@@ -36,7 +36,7 @@ def test_external_names_are_as_documented() -> None:
     assert asset.partitions_def.name == "instagram_accounts"
     assert asset.node_def.name == "instagram_profile", "one step per refresh (job.py)"
     checks = {key.name for key in asset.check_keys}
-    assert checks == {"follower_jump", "profile_complete", "graph_enabled"}
+    assert checks == {"follower_jump", "profile_complete", "graph_enabled", "account_identity"}
     assert {"mongo", "redis", "kafka", "instagram"} <= set(defs.resources)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -335,3 +336,139 @@ def test_mongo_resource_ensures_unique_indexes(mongo_db, mongo_uri: str) -> None
         "DataRefreshLog": [[("runId", 1)]],
         "InstagramInsights": [[("accountId", 1), ("day", 1)]],
     }
+
+
+# -- identity, walls and precision on the write path ---------------------------------------------
+
+
+def _written(mongo_db, redis_client: redis.Redis, account_id: str, cache_id: str) -> tuple:
+    """Everything a refresh could write for the account: the Account, its cache, its history."""
+    doc = mongo_db["Account"].find_one({"_id": ObjectId(account_id)})
+    history = list(mongo_db["InstagramProfileHistory"].find({"accountId": ObjectId(account_id)}))
+    return doc, redis_client.get(cache_key(cache_id)), history
+
+
+def test_a_recycled_handle_writes_nothing_and_flags_the_account(
+    mongo_db, redis_client: redis.Redis, httpserver: HTTPServer, resources, instance
+) -> None:
+    """The first refresh stores Instagram's ids; when the handle later answers as another user
+    (renamed, then taken), nothing reaches the Account, its cache or its history."""
+    account_id = seed_account(mongo_db, handle="natgeo", accountId="ig-r", followerCount=10)
+    redis_client.set(cache_key("ig-r"), json.dumps({"account": {"followerCount": 10}}), ex=900)
+    httpserver.expect_ordered_request(GRAPH_PATH).respond_with_json(graph_body("natgeo", 1500))
+    stranger = graph_body("natgeo", 3)
+    stranger["business_discovery"] |= {"id": "17841400000000777", "ig_id": 777}
+    httpserver.expect_ordered_request(GRAPH_PATH).respond_with_json(stranger)
+
+    first = run_refresh(account_id, resources, instance)
+    assert first.success
+    data = mongo_db["Account"].find_one({"_id": ObjectId(account_id)})["instagramData"]
+    assert (data["igGraphId"], data["igUserId"]) == ("17841400000000099", "12345")
+    before = _written(mongo_db, redis_client, account_id, "ig-r")
+
+    second = run_refresh(account_id, resources, instance)
+
+    assert not second.success
+    doc, cached, history = _written(mongo_db, redis_client, account_id, "ig-r")
+    flag = doc["instagramData"].pop("handleRecycled")
+    assert doc == before[0] and cached == before[1] and history == before[2]
+    assert flag["seenIds"] == {"igGraphId": "17841400000000777", "igUserId": "777"}
+    assert flag["knownIds"] == {"igGraphId": "17841400000000099", "igUserId": "12345"}
+    (log,) = logs_for(mongo_db, second.run_id)
+    assert log["status"] == "FAILED" and log["reason"] == "handle_recycled"
+    assert "handle_recycled" in log["error"]
+    assert step_events(instance, second.run_id, DagsterEventType.STEP_UP_FOR_RETRY) == []
+    assert second.asset_materializations_for_node("instagram_profile") == []
+
+
+def test_a_page_for_another_account_writes_nothing(
+    mongo_db, redis_client: redis.Redis, standin_resources, instance
+) -> None:
+    """The stand-in's imposter.page: title and description say (@someone.else), no og:url."""
+    account_id = seed_account(mongo_db, handle="imposter.page", accountId="ig-i")
+    before = _written(mongo_db, redis_client, account_id, "ig-i")
+    result = run_refresh(account_id, standin_resources, instance)
+    assert not result.success
+    assert _written(mongo_db, redis_client, account_id, "ig-i") == before
+    (log,) = logs_for(mongo_db, result.run_id)
+    assert log["status"] == "FAILED" and log["reason"] == "scrape_profile_mismatch"
+    assert "someone.else" in log["error"]
+
+
+def test_only_the_page_answering_for_a_known_id_is_refused(
+    mongo_db, redis_client: redis.Redis, httpserver: HTTPServer, resources, instance
+) -> None:
+    """The page carries no id, so it cannot prove the handle is still the same user."""
+    account_id = seed_account(
+        mongo_db, handle="ada.l", accountId="ig-a", instagramData={"igUserId": "999"}
+    )
+    httpserver.expect_request(JSON_PATH).respond_with_json({"require_login": True}, status=401)
+    httpserver.expect_request("/ada.l/").respond_with_data(
+        '<html><head><meta property="og:title" content="Ada (@ada.l) • Instagram">'
+        '<meta property="og:description" content="5 Followers, 1 Following, 2 Posts - Ada '
+        '(@ada.l)"></head></html>',
+        content_type="text/html",
+    )
+    before = _written(mongo_db, redis_client, account_id, "ig-a")
+    result = run_refresh(account_id, scrape_only(resources), instance)
+    assert not result.success
+    assert _written(mongo_db, redis_client, account_id, "ig-a") == before
+    (log,) = logs_for(mongo_db, result.run_id)
+    assert log["status"] == "FAILED" and log["reason"] == "identity_unproven"
+
+
+def test_a_consent_page_is_deferred_not_a_refresh(
+    mongo_db, redis_client: redis.Redis, standin_resources, instance
+) -> None:
+    """The stand-in's consent.wall: status 200, title "Instagram", no counts."""
+    gone_at = datetime(2026, 1, 1)
+    account_id = seed_account(
+        mongo_db,
+        handle="consent.wall",
+        accountId="ig-c",
+        instagramData={"isGone": True, "goneAt": gone_at},
+    )
+    before = _written(mongo_db, redis_client, account_id, "ig-c")
+    result = run_refresh(account_id, standin_resources, instance)
+    assert result.success, "a deferral is not a failure"
+    assert _written(mongo_db, redis_client, account_id, "ig-c") == before
+    (log,) = logs_for(mongo_db, result.run_id)
+    assert log["status"] == "DEFERRED" and "consent" in log["reason"]
+
+
+def test_a_rounded_page_count_keeps_the_exact_one_it_agrees_with(
+    mongo_db, httpserver: HTTPServer, resources, instance
+) -> None:
+    account_id = seed_account(
+        mongo_db,
+        handle="ada.l",
+        followerCount=12_487,
+        instagramData={"followers": 12_487, "following": 40, "countsExact": {"followers": True}},
+    )
+    httpserver.expect_request(JSON_PATH).respond_with_json({"require_login": True}, status=401)
+    page = (
+        '<html><head><meta property="og:title" content="Ada (@ada.l) • Instagram">'
+        '<meta property="og:description" content="{} Followers, 1.2K Following, 2 Posts - Ada '
+        '(@ada.l)"></head></html>'
+    )
+    httpserver.expect_oneshot_request("/ada.l/").respond_with_data(
+        page.format("12.5K"), content_type="text/html"
+    )
+    httpserver.expect_oneshot_request("/ada.l/").respond_with_data(
+        page.format("12.7K"), content_type="text/html"
+    )
+    scraping = scrape_only(resources)
+
+    assert run_refresh(account_id, scraping, instance).success
+    doc = mongo_db["Account"].find_one({"_id": ObjectId(account_id)})
+    assert doc["followerCount"] == 12_487 and doc["instagramData"]["followers"] == 12_487
+    assert doc["instagramData"]["following"] == 1_200, "40 is far outside 1.2K: replaced"
+    assert doc["instagramData"]["countsExact"] == {
+        "followers": True,
+        "following": False,
+        "mediaCount": True,
+    }
+    assert run_refresh(account_id, scraping, instance).success
+    doc = mongo_db["Account"].find_one({"_id": ObjectId(account_id)})
+    assert doc["followerCount"] == 12_700, "12.7K disagrees with 12,487: replaced"
+    assert doc["instagramData"]["countsExact"]["followers"] is False

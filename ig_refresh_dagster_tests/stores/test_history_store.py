@@ -63,3 +63,24 @@ def test_the_unique_index_refuses_a_second_document_for_the_same_day(
     history.record(ACCOUNT, at(27), followers=1, following=1, media_count=1)
     with pytest.raises(DuplicateKeyError):
         mongo_db[COLLECTION].insert_one({"accountId": ObjectId(ACCOUNT), "day": "2026-11-27"})
+
+
+def test_a_rounded_count_never_replaces_the_days_exact_one(
+    history: ProfileHistoryStore, mongo_db
+) -> None:
+    """Graph said 12,487 in the morning, the page "12.5K" in the evening: the day keeps
+    12,487; a rounded count still fills a day without an exact one, flagged as such."""
+    history.record(ACCOUNT, at(27, 9), followers=12_487, following=10, media_count=5)
+    history.record(
+        ACCOUNT, at(27, 18), 12_500, 11, 5, rounded=frozenset({"followers", "mediaCount"})
+    )
+    history.record(ACCOUNT, at(28), 12_500, None, None, rounded=frozenset({"followers"}))
+    history.record(ACCOUNT, at(28, 20), 12_600, None, None, rounded=frozenset({"followers"}))
+    first, second = mongo_db[COLLECTION].find({"accountId": ObjectId(ACCOUNT)}).sort("day", 1)
+    assert (first["followers"], first["following"], first["mediaCount"]) == (12_487, 11, 5)
+    assert first["countsExact"] == {"followers": True, "following": True, "mediaCount": True}
+    assert second["followers"] == 12_600
+    assert second["countsExact"] == {"followers": False}
+    history.record(ACCOUNT, at(28, 21), followers=12_561, following=None, media_count=None)
+    (point,) = history.series(ACCOUNT, days=1, today=date(2026, 11, 28))
+    assert point.followers == 12_561, "an exact count replaces a rounded one"

@@ -205,3 +205,44 @@ def test_open_client_rejects_unknown_and_relative_uris(tmp_path) -> None:
         open_client("postgres://x")
     with pytest.raises(ValueError, match="ABSOLUTE"):
         open_client("litemongo://relative/dir")
+
+
+def test_stored_ids_are_never_replaced_and_a_proven_refresh_clears_the_recycled_flag(
+    mongo_db,
+) -> None:
+    """The caller refuses answers naming another id; the store still never overwrites one,
+    so no path can rewrite which Instagram user an Account is."""
+    store = AccountStore(mongo_db)
+    account_id = seed(mongo_db, handle="natgeo", instagramData={"igUserId": "111"})
+    store.mark_recycled(account_id, {"igUserId": "111"}, {"igUserId": "222"}, NOW)
+    assert store.count_recycled("INSTAGRAM") == 1
+    assert store.load(account_id).user_ids == {"igUserId": "111"}
+    store.apply_refresh(
+        account_id, {"instagramData": {"igUserId": "222", "igGraphId": "178", "followers": 1}}, NOW
+    )
+    data = mongo_db["Account"].find_one({"_id": ObjectId(account_id)})["instagramData"]
+    assert (data["igUserId"], data["igGraphId"], data["followers"]) == ("111", "178", 1)
+    assert "handleRecycled" not in data and store.count_recycled("INSTAGRAM") == 0
+
+
+def test_a_rounded_count_replaces_only_a_count_it_disagrees_with(mongo_db) -> None:
+    store = AccountStore(mongo_db)
+    account_id = seed(
+        mongo_db,
+        followerCount=12_487,
+        instagramData={"followers": 12_487, "following": 900, "countsExact": {"followers": True}},
+    )
+    page = InstagramProfile(
+        username="natgeo",
+        source="scrape",
+        method="profile_html",
+        fetched_at=NOW,
+        followers_count=12_500,
+        follows_count=1_200,
+        count_steps={"followers_count": 100, "follows_count": 100},
+    )
+    update = store.apply_refresh(account_id, page.to_account_fields(), NOW, page.rounded_counts())
+    data = mongo_db["Account"].find_one({"_id": ObjectId(account_id)})["instagramData"]
+    assert (data["followers"], data["following"]) == (12_487, 1_200)
+    assert data["countsExact"] == {"followers": True, "following": False}
+    assert update.after["followerCount"] == 12_487

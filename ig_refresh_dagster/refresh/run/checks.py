@@ -2,7 +2,9 @@
 
 They warn rather than fail: a refresh that wrote what Instagram said is still a refresh, but an
 operator should look at a follower count that jumped, a profile a scrape could only half read,
-or a fleet that lost its Graph token.
+or a fleet that lost its Graph token. The exception is ``account_identity``, evaluated only by a
+refresh that refused to write (each evaluation costs event-log rows on every run, and a proven
+answer is the norm): a handle now answering as another Instagram user is an ERROR.
 """
 
 import contextlib
@@ -19,6 +21,7 @@ ASSET = "instagram_profile"
 FOLLOWER_JUMP = "follower_jump"
 PROFILE_COMPLETE = "profile_complete"
 GRAPH_ENABLED = "graph_enabled"
+ACCOUNT_IDENTITY = "account_identity"
 
 CHECK_SPECS = [
     AssetCheckSpec(
@@ -37,6 +40,13 @@ CHECK_SPECS = [
         asset=ASSET,
         description="Graph is usable for at least one configured credential (else every "
         "account is scraped).",
+    ),
+    AssetCheckSpec(
+        ACCOUNT_IDENTITY,
+        asset=ASSET,
+        description="Evaluated when a refresh refused an answer as not this Account's: ERROR "
+        "when the handle now answers as another Instagram user (instagramData.handleRecycled), "
+        "WARN when the answer carried none of the stored ids.",
     ),
 ]
 # Fields a complete profile has; a scrape of the HTML page may leave some unknown.
@@ -97,6 +107,20 @@ def graph_enabled(disabled_reason: str | None) -> AssetCheckResult:
         passed=disabled_reason is None,
         severity=AssetCheckSeverity.WARN,
         description=f"Graph disabled: {disabled_reason}" if disabled_reason else "enabled",
+    )
+
+
+def identity_refused(reason: str, description: str, known: dict, seen: dict) -> AssetCheckResult:
+    """The refresh wrote nothing: ERROR for a recycled handle, WARN when unproven."""
+    return AssetCheckResult(
+        check_name=ACCOUNT_IDENTITY,
+        asset_key=ASSET,
+        passed=False,
+        severity=AssetCheckSeverity.ERROR
+        if reason == "handle_recycled"
+        else AssetCheckSeverity.WARN,
+        metadata={"reason": reason, "known_ids": str(known), "seen_ids": str(seen)},
+        description=description[:1000],
     )
 
 

@@ -22,7 +22,7 @@ from dagster import (
     RetryPolicy,
 )
 
-from ig_refresh_dagster.instagram.errors import TransientError
+from ig_refresh_dagster.instagram.errors import InstagramError, TransientError
 from ig_refresh_dagster.partitions import is_account_id
 from ig_refresh_dagster.refresh.run.resources import MongoResource
 from ig_refresh_dagster.stores.mongo import STORE_UNAVAILABLE
@@ -55,9 +55,10 @@ def classified(stage: str) -> Iterator[None]:
         exc.add_note(f"in stage: {stage}")
         raise
     except Exception as exc:
+        reason = {"reason": exc.reason} if isinstance(exc, InstagramError) else {}
         raise Failure(
             description=f"{stage}: {exc}",
-            metadata={"error_type": type(exc).__name__},
+            metadata={"error_type": type(exc).__name__, **reason},
             allow_retries=False,
         ) from None
 
@@ -67,6 +68,16 @@ def is_last_attempt(context: OpExecutionContext, exc: BaseException) -> bool:
     if isinstance(exc, Failure) and not exc.allow_retries:
         return True
     return context.retry_number >= TRANSIENT_RETRIES.max_retries
+
+
+def _failure_reason(exc: BaseException) -> str | None:
+    """The machine reason of a failure (``InstagramError.reason``, or a Failure's ``reason``
+    metadata), stored on the FAILED entry so operators can count by it."""
+    if isinstance(exc, InstagramError):
+        return exc.reason
+    entry = exc.metadata.get("reason") if isinstance(exc, Failure) else None
+    value = getattr(entry, "value", None)
+    return value if isinstance(value, str) else None
 
 
 def _failure_text(exc: BaseException) -> str:
@@ -105,7 +116,9 @@ def record_failure(
         return
     error = _failure_text(exc) + ("; run retry requested" if transient else "")
     try:
-        mongo.refresh_log().fail(run_id, account_id, error, datetime.now(UTC))
+        mongo.refresh_log().fail(
+            run_id, account_id, error, datetime.now(UTC), reason=_failure_reason(exc)
+        )
     except STORE_UNAVAILABLE as store_error:
         log.warning(
             f"DataRefreshLog entry not written ({type(store_error).__name__}): the log "

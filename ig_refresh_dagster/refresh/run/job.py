@@ -24,10 +24,16 @@ from dagster import (
 )
 
 from ig_refresh_dagster.partitions import instagram_accounts
-from ig_refresh_dagster.refresh.run.checks import ASSET, CHECK_SPECS, profile_checks
+from ig_refresh_dagster.refresh.run.checks import (
+    ACCOUNT_IDENTITY,
+    ASSET,
+    CHECK_SPECS,
+    identity_refused,
+    profile_checks,
+)
 from ig_refresh_dagster.refresh.run.failures import TRANSIENT_RETRIES, failure_recorded
 from ig_refresh_dagster.refresh.run.resources import InstagramResource, MongoResource, RedisResource
-from ig_refresh_dagster.refresh.run.stages import AccountRefresh, Refreshed
+from ig_refresh_dagster.refresh.run.stages import AccountRefresh, IdentityRefused, Refreshed
 
 
 def _metadata(refreshed: Refreshed) -> dict[str, str | int | float]:
@@ -86,13 +92,21 @@ def instagram_profile(
             allow_retries=False,
         )
     op_context = context.op_execution_context
+    selected = {key.name for key in context.selected_asset_check_keys}
     with failure_recorded(op_context, mongo):
-        refreshed = AccountRefresh(op_context, mongo, redis, instagram).run()
+        try:
+            refreshed = AccountRefresh(op_context, mongo, redis, instagram).run()
+        except IdentityRefused as refused:
+            # Nothing was written, so nothing is materialized; the check says why.
+            if ACCOUNT_IDENTITY in selected:
+                yield identity_refused(
+                    refused.reason, refused.description or "", refused.known, refused.seen
+                )
+            raise
     if refreshed is None:
         return
     yield MaterializeResult(asset_key=ASSET, metadata=_metadata(refreshed))
     checks = profile_checks(refreshed.outcome.profile, refreshed.update, instagram)
-    selected = {key.name for key in context.selected_asset_check_keys}
     yield from (check for check in checks if check.check_name in selected)
 
 

@@ -6,6 +6,7 @@ than fetching again: the fetched profile and the account update are kept in the 
 ``DataRefreshLog`` entry until it completes. When Instagram makes us wait (both budgets
 exhausted, a login wall or "Please wait", a Meta pause) the run does not wait: it ends at once
 as DEFERRED and ``deferred_refresh_sensor`` runs the refresh again when the wait is over.
+Nothing is written until the answer is proven to be this account's (``prove_identity``).
 """
 
 import contextlib
@@ -27,7 +28,7 @@ from ig_refresh_dagster.refresh.run.min_interval import name_run, skip_if_recent
 from ig_refresh_dagster.refresh.run.outcomes import InsightsOutcome, InsightsStatus
 from ig_refresh_dagster.refresh.run.resources import InstagramResource, MongoResource, RedisResource
 from ig_refresh_dagster.refresh.run.run_tags import tag_current_run
-from ig_refresh_dagster.stores.accounts import AccountRecord, AccountUpdate
+from ig_refresh_dagster.stores.accounts import RECYCLED_FIELD, AccountRecord, AccountUpdate
 from ig_refresh_dagster.stores.insights import owner_auth
 
 # Waits that defer the refresh instead of failing it.
@@ -39,6 +40,23 @@ MAX_DEFERRAL_WAIT = timedelta(hours=1)
 DEFERRAL_LIMIT = timedelta(days=3)
 OUTCOME_TAG = "ig-refresh/outcome"
 _FETCHED, _UPDATED = "fetched", "updated"
+HANDLE_RECYCLED, IDENTITY_UNPROVEN = "handle_recycled", "identity_unproven"
+
+
+class IdentityRefused(Failure):
+    """The answer names the handle but is not proven to be this Account's Instagram user:
+    nothing is written and the run fails without retry (``reason`` is HANDLE_RECYCLED or
+    IDENTITY_UNPROVEN; ``known``/``seen`` are the ids stored and answered)."""
+
+    def __init__(
+        self, reason: str, description: str, known: dict[str, str], seen: dict[str, str]
+    ) -> None:
+        super().__init__(
+            description=f"{reason}: {description}",
+            metadata={"error_type": type(self).__name__, "reason": reason},
+            allow_retries=False,
+        )
+        self.reason, self.known, self.seen = reason, known, seen
 
 
 def _now() -> datetime:
@@ -85,6 +103,7 @@ class AccountRefresh:
         if _UPDATED in done:
             update = AccountUpdate.model_validate(done[_UPDATED])
         else:
+            self.prove_identity(account, outcome)
             update = self.upsert(account, outcome)
             log.save_progress(run_id, _UPDATED, update.model_dump())
         cache = self.refresh_cache(account, update)
@@ -178,11 +197,46 @@ class AccountRefresh:
                     "INSTAGRAM_GRAPH_CREDENTIALS is replaced"
                 )
 
+    def prove_identity(self, account: AccountRecord, outcome: FetchOutcome) -> None:
+        """Instagram's ids of the account, once stored, must be in every answer: an answer
+        with another id means someone else now holds the handle (the Account is flagged, and
+        nothing else is written); an answer without any id of a numbering already stored
+        cannot tell, so it is refused too. That is always the profile page (it carries no
+        id) once the JSON endpoint or Graph has answered with one: a stall the operator sees
+        (FAILED, ``identity_unproven``) is better than another person's counts written
+        silently, and the next refresh that reaches Graph or the JSON endpoint proves it."""
+        known, seen = account.user_ids, outcome.profile.user_ids()
+        clash = {key: value for key, value in seen.items() if known.get(key, value) != value}
+        name = f"@{account.username}"
+        if clash:
+            was = {key: known[key] for key in clash}
+            with classified("prove identity"):
+                self.mongo.accounts().mark_recycled(account.id, known, seen, _now())
+            raise IdentityRefused(
+                HANDLE_RECYCLED,
+                f"{name} now answers as Instagram user {clash}, but Account {account.id} is "
+                f"{was}: the handle was renamed and taken by someone "
+                f"else. Nothing was written; the Account is flagged instagramData."
+                f"{RECYCLED_FIELD} until an operator decides",
+                known,
+                seen,
+            )
+        if known and not known.keys() & seen.keys():
+            raise IdentityRefused(
+                IDENTITY_UNPROVEN,
+                f"the {outcome.profile.method} answer for {name} carries none of the ids "
+                f"Account {account.id} is known by ({', '.join(sorted(known))}), so it cannot "
+                "be proven to be the same Instagram user; nothing was written",
+                known,
+                seen,
+            )
+
     def upsert(self, account: AccountRecord, outcome: FetchOutcome) -> AccountUpdate:
         profile, now = outcome.profile, _now()
+        rounded = profile.rounded_counts()
         with classified("upsert account"):
             update = self.mongo.accounts().apply_refresh(
-                account.id, profile.to_account_fields(), now
+                account.id, profile.to_account_fields(), now, rounded
             )
             self.mongo.history().record(
                 account.id,
@@ -190,6 +244,7 @@ class AccountRefresh:
                 profile.followers_count,
                 profile.follows_count,
                 profile.media_count,
+                rounded=frozenset(rounded),
             )
         return update
 
