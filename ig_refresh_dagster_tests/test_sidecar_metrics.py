@@ -35,6 +35,7 @@ from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.intake.cursor import TopicCursor
 from ig_refresh_dagster.intake.dlq_headers import REASON
+from ig_refresh_dagster.stores.accounts import AccountStore
 from ig_refresh_dagster.stores.budget import (
     GRAPH_BUDGET,
     SCRAPE_BUDGET,
@@ -129,7 +130,9 @@ def seed_mongo(db: Any, now: datetime) -> None:
     accounts.insert_one({"platform": "INSTAGRAM", "lastDataRefresh": now - timedelta(days=100)})
     accounts.insert_one({"platform": "INSTAGRAM"})  # never refreshed
     accounts.insert_one({"platform": "INSTAGRAM", "lastDataRefresh": None})  # never either
-    accounts.insert_one({"platform": "INSTAGRAM", "isGone": True})  # gone: not counted
+    # Gone, marked as the fetch step marks it (with an old refresh, so it would count): not counted.
+    gone = accounts.insert_one({"platform": "INSTAGRAM", "lastDataRefresh": now - timedelta(days=50)})
+    AccountStore(db).mark_gone(str(gone.inserted_id), now)
     accounts.insert_one({"platform": "YOUTUBE", "lastDataRefresh": now})  # other platform
 
 

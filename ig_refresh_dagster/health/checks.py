@@ -181,13 +181,14 @@ class MongoCheck:
 
 def redis_client(url: str, timeout: float) -> KeptClient[Any]:
     """One Redis connection for the Redis and Graph checks, named so ``CLIENT LIST`` shows it."""
-    import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    from ig_refresh_dagster.stores.clients import redis_from_url
+
     return KeptClient(
         "redis",
-        lambda: redis.Redis.from_url(
+        lambda: redis_from_url(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
