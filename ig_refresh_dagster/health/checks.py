@@ -164,9 +164,10 @@ class MongoCheck:
         from ig_refresh_dagster.stores.mongo import open_client
 
         self.uri, self.database, self.timeout = uri, database, timeout
+        timeout_ms = max(1, int(timeout * 1000))
         self.client = KeptClient(
             "mongodb",
-            lambda: open_client(uri, timeout_ms=max(1, int(timeout * 1000))),
+            lambda: open_client(uri, timeout_ms=timeout_ms, socket_timeout_ms=timeout_ms),
             lambda client: client.close(),
             one_thread=True,
         )

@@ -67,6 +67,11 @@ class HealthConfig(BaseModel):
     host: str = _default("host")
     dagster_home: str | None = None
     check_timeout_seconds: float = 3.0
+    # A connection must deliver its request head within this, or it is closed (idle sockets).
+    request_timeout_seconds: float = 10.0
+    # Connections held open at once (lowered to what the open-file limit allows); more are
+    # closed on arrival.
+    max_connections: int = 4096
     # A probe flood is answered from one result per period (single-flight, then cached).
     cache_seconds: float = 2.0
     daemon_staleness_seconds: float = 60.0
