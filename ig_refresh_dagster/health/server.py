@@ -196,13 +196,13 @@ class _Service:
             days = history_days(query)
             if days is None:
                 return html_reply(HTTPStatus.BAD_REQUEST, BAD_DAYS)
-            return await self._on(self.history_pool, lambda: self._history(key, days))
+            return await self._on(self.history_pool, lambda: self._history_page(key, days))
         return json_reply(HTTPStatus.NOT_FOUND, {"error": "not found", "routes": ROUTES})
 
     async def _on(self, pool: ThreadPoolExecutor, work: Callable[[], Reply]) -> Reply:
         return await asyncio.get_running_loop().run_in_executor(pool, work)
 
-    def _history(self, key: str, days: int) -> Reply:
+    def _history_page(self, key: str, days: int) -> Reply:
         """The account's follower history page (``history_page.py``), over its own client."""
         if self.history is None:
             return html_reply(HTTPStatus.SERVICE_UNAVAILABLE, NOT_CONFIGURED_DB)
@@ -278,14 +278,14 @@ class HealthServer:
 
     def __init__(self, config: HealthConfig) -> None:
         self.config = config
-        self._probe = ReadinessProbe(config)
-        self._metrics = SidecarMetrics(config, self._probe)
-        self._history = (
+        self.probe = ReadinessProbe(config)
+        self._metrics = SidecarMetrics(config, self.probe)
+        self.history = (
             HistoryReader(config.mongodb_uri, config.mongodb_database, config.check_timeout_seconds)
             if config.mongodb_uri
             else None
         )
-        self._service = _Service(self._probe, self._metrics, self._history)
+        self._service = _Service(self.probe, self._metrics, self.history)
         self.connections = _Connections(
             self._service,
             connection_limit(config.max_connections),
@@ -337,9 +337,9 @@ class HealthServer:
         self._loop = self._server = None
         self._service.close()
         self._metrics.close()
-        self._probe.close()
-        if self._history is not None:
-            self._history.close()
+        self.probe.close()
+        if self.history is not None:
+            self.history.close()
 
     def __enter__(self) -> HealthServer:
         return self.start()
