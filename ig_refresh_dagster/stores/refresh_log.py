@@ -15,6 +15,8 @@ from typing import Any, Literal
 from bson import ObjectId
 from pydantic import BaseModel, ConfigDict
 
+from ig_refresh_dagster.redaction import redact
+
 COLLECTION = "DataRefreshLog"
 PLATFORM = "INSTAGRAM"
 IN_PROGRESS = "IN_PROGRESS"
@@ -108,7 +110,7 @@ class RefreshLogStore:
                     "reason": reason,
                     "retryAt": retry_at,
                     "deferredSince": since,
-                    "notes": notes,
+                    "notes": [redact(note) for note in notes],
                 },
                 "$unset": {"error": ""},
             },
@@ -215,7 +217,7 @@ class RefreshLogStore:
                     "completedAt": now,
                     "source": source,
                     "dataSnapshot": {"before": before, "after": after},
-                    "notes": notes,
+                    "notes": [redact(note) for note in notes],
                     "insights": insights,
                 },
                 "$unset": {"error": "", "progress": ""},
@@ -236,7 +238,7 @@ class RefreshLogStore:
             by_run(run_id),
             {
                 "$setOnInsert": _identity(run_id, account_id, now),
-                "$set": {"status": "FAILED", "completedAt": now, "error": error},
+                "$set": {"status": "FAILED", "completedAt": now, "error": redact(error)},
             },
             upsert=True,
         )
@@ -273,7 +275,7 @@ class RefreshLogStore:
             by_run(run_id),
             {
                 "$setOnInsert": _identity(run_id, account_id, now),
-                "$set": {"status": status, "completedAt": now, "notes": [detail]},
+                "$set": {"status": status, "completedAt": now, "notes": [redact(detail)]},
             },
             upsert=True,
         )
