@@ -96,7 +96,10 @@ def test_every_secret_setting_is_stripped_of_surrounding_whitespace(
     assert settings.value(name) == "value-from-a-file"
 
 
-@pytest.mark.parametrize("bad", ["tok\nen", "tok\ten", "tok\x1ben", "tok\x7fen", "tokén", "tok\u200ben"])
+BAD = ["tok\nen", "tok\ten", "tok\x1ben", "tok\x7fen", "tokén", "tok\u200ben"]
+
+
+@pytest.mark.parametrize("bad", BAD)
 @pytest.mark.parametrize("name", ["INSTAGRAM_ACCESS_TOKEN", "KAFKA_SASL_PASSWORD", "REDIS_URL"])
 def test_a_control_or_non_ascii_character_is_a_configuration_error_naming_the_variable(
     name: str, bad: str, monkeypatch: pytest.MonkeyPatch
@@ -116,23 +119,46 @@ def test_credential_pool_strips_tokens_and_names_the_variable_of_a_bad_one() -> 
     for single, raw_list, variable in [
         ("EAAsingl\u00e9", None, "INSTAGRAM_ACCESS_TOKEN"),
         ("EAA\x00x", None, "INSTAGRAM_ACCESS_TOKEN"),
-        (None, json.dumps([{"access_token": "EAA\u2028x", "business_account_id": "8"}]),
-         "INSTAGRAM_GRAPH_CREDENTIALS[0]"),
+        (
+            None,
+            json.dumps([{"access_token": "EAA\u2028x", "business_account_id": "8"}]),
+            "INSTAGRAM_GRAPH_CREDENTIALS[0]",
+        ),
     ]:
         with pytest.raises(CredentialsInvalid) as raised:
             credential_pool(single, "7", raw_list)
         assert variable in str(raised.value) and "EAA" not in str(raised.value)
 
 
+def test_the_kafka_password_is_stripped_and_checked_wherever_a_connection_is_built() -> None:
+    def connection(password: str) -> KafkaConnection:
+        return KafkaConnection(
+            bootstrap_servers="b:9092", security_protocol="SASL_SSL", sasl_password=password
+        )
+
+    assert connection(" pw-from-file\n").client_config()["sasl.password"] == "pw-from-file"
+    for bad in BAD:
+        with pytest.raises(ValueError) as raised:
+            connection(bad)
+        assert "KAFKA_SASL_PASSWORD" in str(raised.value) and "tok" not in str(raised.value)
+
+
 def test_a_file_mounted_token_with_a_trailing_newline_is_used_for_graph(
-    mongo_db: Any, mongo_uri: str, redis_url_for_test: str, redis_client: Any,
-    httpserver: HTTPServer, instance: DagsterInstance,
+    mongo_db: Any,
+    mongo_uri: str,
+    redis_url_for_test: str,
+    redis_client: Any,
+    httpserver: HTTPServer,
+    instance: DagsterInstance,
 ) -> None:
     """Before, requests refused the header ``Bearer <token>\\n`` and the run scraped instead,
     with the token in the fetch notes."""
     token = "EAAfile-mounted-token-7731"
     resources = job_resources(
-        mongo_uri, redis_url_for_test, httpserver.url_for("/v21.0"), httpserver.url_for(""),
+        mongo_uri,
+        redis_url_for_test,
+        httpserver.url_for("/v21.0"),
+        httpserver.url_for(""),
         token=token + "\n",
     )
     account_id = seed_account(mongo_db, handle="natgeo")
@@ -191,7 +217,11 @@ def test_no_fragment_of_any_secret_reaches_any_sidecar_channel(
     env |= hostile_env(redis_server.port) | {"IG_REFRESH_DATA_DIR": str(tmp_path / "data")}
     log_path = tmp_path / "health.log"
     sidecar = ServiceProcess(
-        "health", [*health_command(), "--port", str(port)], port, log_path, env=env,
+        "health",
+        [*health_command(), "--port", str(port)],
+        port,
+        log_path,
+        env=env,
         start_timeout=60,
     )
     try:
@@ -218,15 +248,18 @@ def test_no_fragment_of_any_secret_reaches_any_sidecar_channel(
     assert ready["checks"]["redis"]["ok"] is False
     assert "percent-encode its password" in ready["checks"]["redis"]["detail"]
     channels = {"answers": "\n".join(answers), "stdout+stderr": output}
-    assert {name: leaks(text) for name, text in channels.items()} == {
-        name: [] for name in channels
-    }
+    assert {name: leaks(text) for name, text in channels.items()} == {name: [] for name in channels}
 
 
 def test_no_fragment_of_any_secret_reaches_a_failing_runs_channels(
-    mongo_db: Any, mongo_uri: str, redis_server: ServiceProcess, httpserver: HTTPServer,
-    instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    mongo_db: Any,
+    mongo_uri: str,
+    redis_server: ServiceProcess,
+    httpserver: HTTPServer,
+    instance: DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Two failing runs: one whose Redis URL the parser chokes on, one whose Graph answer
     quotes the token back (whole, URL-encoded and cut), with every secret set in the
@@ -237,8 +270,13 @@ def test_no_fragment_of_any_secret_reaches_a_failing_runs_channels(
     graph, web = httpserver.url_for("/v21.0"), httpserver.url_for("")
     token = SECRETS["INSTAGRAM_ACCESS_TOKEN"]
     httpserver.expect_request(GRAPH_PATH).respond_with_json(
-        {"error": {"code": 190, "message": f"bad {token} / {quote(token)} / {token[4:14]}",
-                   "fbtrace_id": token}},
+        {
+            "error": {
+                "code": 190,
+                "message": f"bad {token} / {quote(token)} / {token[4:14]}",
+                "fbtrace_id": token,
+            }
+        },
         status=400,
     )
     httpserver.expect_request(JSON_PATH).respond_with_data(token, status=404)
@@ -275,9 +313,7 @@ def test_no_fragment_of_any_secret_reaches_a_failing_runs_channels(
         "exceptions": errors,
     }
     assert "Redis URL cannot be read" in events
-    assert {name: leaks(text) for name, text in channels.items()} == {
-        name: [] for name in channels
-    }
+    assert {name: leaks(text) for name, text in channels.items()} == {name: [] for name in channels}
 
 
 def test_scrub_and_the_health_log_use_the_same_redaction() -> None:

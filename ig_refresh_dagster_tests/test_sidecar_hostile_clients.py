@@ -170,8 +170,9 @@ def test_history_pages_use_their_own_client_and_a_failing_page_keeps_it(
 ) -> None:
     """An Account whose ``_id`` is not an ObjectId makes its page fail; before, that closed
     and reopened ``/ready``'s client on every request."""
-    mongo_db["Account"].insert_one({"_id": "not-an-object-id", "platform": "INSTAGRAM",
-                                    "handle": "oddid"})
+    mongo_db["Account"].insert_one(
+        {"_id": "not-an-object-id", "platform": "INSTAGRAM", "handle": "oddid"}
+    )
     oid = ObjectId()
     mongo_db["Account"].insert_one({"_id": oid, "platform": "INSTAGRAM", "handle": "fine"})
     cfg = HealthConfig(host="127.0.0.1", port=0, mongodb_uri=mongo_uri)

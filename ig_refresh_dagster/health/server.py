@@ -172,9 +172,7 @@ class _Service:
         self.probe, self.metrics, self.history = probe, metrics, history
         self.secrets = probe.config.secrets()
         self.probe_pool = ThreadPoolExecutor(PROBE_WORKERS, thread_name_prefix="health-probe")
-        self.history_pool = ThreadPoolExecutor(
-            HISTORY_WORKERS, thread_name_prefix="health-history"
-        )
+        self.history_pool = ThreadPoolExecutor(HISTORY_WORKERS, thread_name_prefix="health-history")
 
     async def reply(self, request: Request) -> Reply:
         if request.method not in ("GET", "HEAD"):
@@ -303,9 +301,7 @@ class HealthServer:
                 (self.config.host, self.config.port), backlog=1024, reuse_port=False
             )
             self._server = loop.run_until_complete(
-                asyncio.start_server(
-                    self.connections.handle, sock=listener, limit=MAX_HEAD_BYTES
-                )
+                asyncio.start_server(self.connections.handle, sock=listener, limit=MAX_HEAD_BYTES)
             )
         except BaseException:
             loop.close()
