@@ -34,7 +34,7 @@ from ig_refresh_dagster_tests.refresh_helpers import (
     run_refresh,
     seed_account,
 )
-from ig_refresh_dagster_tests.test_health import health_command
+from ig_refresh_dagster_tests.test_health import start_sidecar
 
 GRAPH_PATH = f"/v21.0/{BUSINESS_ID}"
 JSON_PATH = "/api/v1/users/web_profile_info/"
@@ -213,17 +213,8 @@ def test_no_fragment_of_any_secret_reaches_any_sidecar_channel(
     redis_server: ServiceProcess, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "DAGSTER_HOME")}
-    env |= hostile_env(redis_server.port) | {"IG_REFRESH_DATA_DIR": str(tmp_path / "data")}
     log_path = tmp_path / "health.log"
-    sidecar = ServiceProcess(
-        "health",
-        [*health_command(), "--port", str(port)],
-        port,
-        log_path,
-        env=env,
-        start_timeout=60,
-    )
+    sidecar = start_sidecar(tmp_path, port, env=hostile_env(redis_server.port))
     try:
         answers = [
             fetch(port, path)

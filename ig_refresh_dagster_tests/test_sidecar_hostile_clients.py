@@ -6,7 +6,6 @@ memory and threads are measured)."""
 from __future__ import annotations
 
 import http.client
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from ig_refresh_dagster.devstack.services import ServiceProcess, free_port
 from ig_refresh_dagster.health.config import HealthConfig
 from ig_refresh_dagster.health.server import HealthServer
 from ig_refresh_dagster.stores.mongo import open_client
-from ig_refresh_dagster_tests.test_health import health_command
+from ig_refresh_dagster_tests.test_health import start_sidecar
 
 IDLE_CONNECTIONS = 2000
 
@@ -80,16 +79,7 @@ def test_the_default_request_timeout_is_at_most_30_seconds() -> None:
 def sidecar_process(tmp_path: Path) -> Iterator[tuple[ServiceProcess, int]]:
     """``ig-refresh health`` with a request timeout long enough to hold idle sockets open."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "HOST"}
-    env["IG_REFRESH_DATA_DIR"] = str(tmp_path / "data")
-    sidecar = ServiceProcess(
-        "health",
-        [*health_command(), "--port", str(port), "--request-timeout", "120"],
-        port,
-        tmp_path / "health.log",
-        env=env,
-        start_timeout=60,
-    )
+    sidecar = start_sidecar(tmp_path, port, "--request-timeout", "120")
     try:
         yield sidecar, port
     finally:
