@@ -241,9 +241,9 @@ class _Connections:
         self.open += 1
         self._transports.add(writer.transport)
         try:
-            await asyncio.wait_for(self._one_request(reader, writer), self.timeout)
+            await self._one_request(reader, writer)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass  # idle, half-sent, or gone: nothing to answer
+            pass  # idle, half-sent, not reading, or gone: nothing more to say
         except Exception:
             log.exception("health request failed")
         finally:
@@ -255,20 +255,26 @@ class _Connections:
     async def _one_request(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """The head must arrive within ``timeout``; the reply is bounded by the checks' own
+        timeouts, and sending it by ``timeout`` again."""
         try:
-            request = await read_request(reader)
+            request = await asyncio.wait_for(read_request(reader), self.timeout)
         except BadRequest as exc:
-            writer.write(encode(json_reply(HTTPStatus.BAD_REQUEST, {"error": str(exc)}), True))
-            await writer.drain()
+            await self._send(writer, json_reply(HTTPStatus.BAD_REQUEST, {"error": str(exc)}))
             return
         try:
             reply = await self.service.reply(request)
         except Exception as exc:
             log.warning("health request %s failed: %s", request.method, scrub(repr(exc)))
             reply = json_reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
-        writer.write(encode(reply, with_body=request.method != "HEAD"))
-        await writer.drain()
+        await self._send(writer, reply, with_body=request.method != "HEAD")
         log.debug("%s %s %d", request.method, scrub(request.target[:200]), reply.status)
+
+    async def _send(
+        self, writer: asyncio.StreamWriter, reply: Reply, with_body: bool = True
+    ) -> None:
+        writer.write(encode(reply, with_body))
+        await asyncio.wait_for(writer.drain(), self.timeout)
 
 
 class HealthServer:
