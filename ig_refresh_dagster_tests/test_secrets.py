@@ -8,10 +8,13 @@ unreachable Kafka and MongoDB, and the ``ig-refresh health`` process."""
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import logging
 import os
 import socket
+import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,8 @@ from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster import redaction, settings
 from ig_refresh_dagster.devstack.services import ServiceProcess, free_port
-from ig_refresh_dagster.health.redact import scrub
+from ig_refresh_dagster.health.redact import RedactingFormatter, scrub
+from ig_refresh_dagster.health.server import LOG_FORMAT, log_uncaught_exceptions
 from ig_refresh_dagster.instagram.credentials import CredentialsInvalid, credential_pool
 from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.stores.clients import redis_from_url
@@ -315,3 +319,32 @@ def test_scrub_and_the_health_log_use_the_same_redaction() -> None:
 
 def leaks_of(secret: str, text: str) -> list[str]:
     return [f for f in fragments(secret) if f in text]
+
+
+def test_an_uncaught_traceback_in_the_sidecar_goes_through_the_redacting_log(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python prints an uncaught exception's traceback straight to stderr, past any
+    formatter; the sidecar routes it through its log instead."""
+    secret = "Ux6/tr#Ac@3%eB:kQ7"
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT, [secret]))
+    logger = logging.getLogger("ig_refresh_dagster.health.server")
+    logger.addHandler(handler)
+    try:
+        log_uncaught_exceptions()
+
+        def fail() -> None:
+            raise ValueError(f"cannot use '{secret[:8]}'")
+
+        thread = threading.Thread(target=fail, name="doomed")
+        thread.start()
+        thread.join()
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "uncaught exception in thread doomed" in text and "Traceback" in text
+    assert not leaks_of(secret, text), text

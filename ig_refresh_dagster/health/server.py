@@ -31,6 +31,7 @@ import re
 import resource
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -395,6 +396,18 @@ def serve(config: HealthConfig, ready_event: threading.Event | None = None) -> N
             signal.signal(sig, handler)
 
 
+def log_uncaught_exceptions() -> None:
+    """Tracebacks Python would print straight to stderr go through the (redacting) log."""
+
+    def in_thread(args: threading.ExceptHookArgs) -> None:
+        where = args.thread.name if args.thread is not None else "?"
+        exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+        log.error("uncaught exception in thread %s", where, exc_info=exc_info)  # type: ignore[arg-type]
+
+    sys.excepthook = lambda *exc_info: log.critical("uncaught exception", exc_info=exc_info)
+    threading.excepthook = in_thread
+
+
 def main(argv: list[str] | None = None) -> int:
     """``ig-refresh health``: the sidecar as a foreground process."""
     parser = argparse.ArgumentParser(
@@ -421,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(RedactingFormatter(LOG_FORMAT, config.secrets()))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    log_uncaught_exceptions()
     logging.getLogger("alembic").setLevel(logging.WARNING)  # Dagster storage setup chatter
     try:
         serve(config)
