@@ -21,8 +21,10 @@ from urllib.parse import quote, quote_plus, unquote
 from ig_refresh_dagster import settings
 
 HIDDEN = "***"
-# Every run of this many characters of a secret is hidden; a shorter secret only whole.
+# Every run of this many characters of a secret is hidden; a shorter secret only whole, and one
+# shorter than SHORTEST not at all (hiding every "pw" in every message would hide the message).
 FRAGMENT = 6
+SHORTEST = 4
 # Secrets the pipeline does not read itself but its deployment does (Dagster's Postgres).
 OTHER_SECRET_VARIABLES = ("DAGSTER_PG_PASSWORD",)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://(?P<rest>.*)$", re.DOTALL)
@@ -79,6 +81,7 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         forms = {form for secret in secrets if secret for form in _forms(secret)}
+        forms = {form for form in forms if len(form) >= SHORTEST}
         self._whole = sorted((f for f in forms if len(f) < FRAGMENT), key=len, reverse=True)
         self._pieces = {
             form[i : i + FRAGMENT]

@@ -190,6 +190,7 @@ def test_every_form_and_fragment_of_a_secret_is_hidden() -> None:
     ]:
         assert not leaks(hide(text)), (text, hide(text))
     assert hide("nothing secret here: host:6379/0") == "nothing secret here: host:6379/0"
+    assert redaction.Redactor(["pw", "abcd"])("pw: abcd") == "pw: ***"  # too short to hide
 
 
 def test_a_redis_url_the_parser_chokes_on_raises_without_its_password() -> None:
