@@ -20,6 +20,9 @@ setup(
         f"dagster-postgres=={DAGSTER_LIBS}",
         "confluent-kafka==2.16.1",
         "requests==2.34.2",
+        # requests accepts any urllib3 2.x; before 2.6 a nested-gzip answer inflated whole
+        # (CVE-2025-66418, CVE-2025-66471) and 2.6.3 fixed the same on redirects (CVE-2026-21441).
+        "urllib3>=2.6.3,<3",
         "pymongo==4.20.1",
         "redis==8.1.0",
         "lxml==6.1.3",

@@ -9,6 +9,7 @@ once, in the README's configuration table (a test keeps the two in step).
 from __future__ import annotations
 
 import os
+import re
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,6 +22,8 @@ class Setting(BaseModel):
     secret: bool = False
     # Another setting whose value this one takes when it is not set itself.
     fallback: str | None = None
+    # A secret holding a document (a JSON list), checked per entry rather than as one line.
+    structured: bool = False
 
 
 SETTINGS: dict[str, Setting] = {
@@ -42,7 +45,7 @@ SETTINGS: dict[str, Setting] = {
         Setting(name="INSTAGRAM_BUDGET_REDIS_URL", secret=True, fallback="REDIS_URL"),
         Setting(name="INSTAGRAM_ACCESS_TOKEN", secret=True),
         Setting(name="INSTAGRAM_BUSINESS_ACCOUNT_ID"),
-        Setting(name="INSTAGRAM_GRAPH_CREDENTIALS", secret=True),
+        Setting(name="INSTAGRAM_GRAPH_CREDENTIALS", secret=True, structured=True),
         Setting(name="INSTAGRAM_GRAPH_API_URL", default="https://graph.facebook.com/v25.0"),
         Setting(name="INSTAGRAM_WEB_URL", default="https://www.instagram.com"),
         Setting(name="INSTAGRAM_HOURLY_BUDGET", default=200),
@@ -84,9 +87,33 @@ def value(name: str) -> str | None:
     None."""
     supplier = source(name)
     if is_set(supplier):
-        return os.environ[supplier]
+        raw, setting = os.environ[supplier], _setting(supplier)
+        if setting.structured:
+            return raw.strip()
+        return clean_secret(supplier, raw) if setting.secret else raw
     fallback = default(supplier)
     return None if fallback is None else str(fallback)
+
+
+class SecretInvalid(ValueError):
+    """A secret holds a character no header or URL can carry; the message names the variable,
+    never the value."""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def clean_secret(variable: str, raw: str | None) -> str | None:
+    """``raw`` without surrounding whitespace (a file-mounted secret ends with a newline); a
+    control or non-ASCII character inside is a configuration error naming ``variable``."""
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if _CONTROL.search(raw):
+        raise SecretInvalid(f"{variable} contains a control character; it must be one line")
+    if not raw.isascii():
+        raise SecretInvalid(f"{variable} contains a non-ASCII character; it must be plain ASCII")
+    return raw
 
 
 def int_value(name: str) -> int:

@@ -94,6 +94,9 @@ class ServiceProcess:
         """Also the process group id: the child leads a session of its own."""
         return self._proc.pid
 
+    def poll(self) -> int | None:
+        return self._proc.poll()
+
     def _log_tail(self, lines: int = 5) -> str:
         """The child's last words, so a failed start says why (a bad flag, a port too high)."""
         if self._log_path is None or not self._log_path.exists():

@@ -164,9 +164,10 @@ class MongoCheck:
         from ig_refresh_dagster.stores.mongo import open_client
 
         self.uri, self.database, self.timeout = uri, database, timeout
+        timeout_ms = max(1, int(timeout * 1000))
         self.client = KeptClient(
             "mongodb",
-            lambda: open_client(uri, timeout_ms=max(1, int(timeout * 1000))),
+            lambda: open_client(uri, timeout_ms=timeout_ms, socket_timeout_ms=timeout_ms),
             lambda client: client.close(),
             one_thread=True,
         )
@@ -181,13 +182,14 @@ class MongoCheck:
 
 def redis_client(url: str, timeout: float) -> KeptClient[Any]:
     """One Redis connection for the Redis and Graph checks, named so ``CLIENT LIST`` shows it."""
-    import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    from ig_refresh_dagster.stores.clients import redis_from_url
+
     return KeptClient(
         "redis",
-        lambda: redis.Redis.from_url(
+        lambda: redis_from_url(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,

@@ -35,15 +35,19 @@ class KeptClient(Generic[C]):
         open_: Callable[[], C],
         close: Callable[[C], None],
         one_thread: bool = False,
+        discard_on: tuple[type[BaseException], ...] = (BaseException,),
     ) -> None:
         """``one_thread``: open, use and close the client on one worker thread of its own, for
         clients bound to the thread that made them (the embedded litemongo store's SQLite
-        connections are; every probe, scrape and page runs on a thread of its own)."""
+        connections are; every probe, scrape and page runs on a thread of its own).
+        ``discard_on``: the failures that rebuild the client (by default any); a client that
+        serves requests from outside keeps going through a failure of one request's own."""
         self.name = name
         self._open = open_
         self._close = close
         self._lock = threading.Lock()
         self._client: C | None = None
+        self._discard_on = discard_on
         self._worker = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kept-{name}")
             if one_thread
@@ -69,7 +73,7 @@ class KeptClient(Generic[C]):
             self.opened += 1
         try:
             return action(self._client)
-        except BaseException:
+        except self._discard_on:
             self._discard()
             raise
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from ig_refresh_dagster import settings
+from ig_refresh_dagster import redaction, settings
 from ig_refresh_dagster.instagram.credentials import GraphCredential, credential_pool
 from ig_refresh_dagster.intake.connection import KafkaConnection
 from ig_refresh_dagster.stores.budget import (
@@ -67,6 +67,11 @@ class HealthConfig(BaseModel):
     host: str = _default("host")
     dagster_home: str | None = None
     check_timeout_seconds: float = 3.0
+    # A connection must deliver its request head within this, or it is closed (idle sockets).
+    request_timeout_seconds: float = 10.0
+    # Connections held open at once (lowered to what the open-file limit allows); more are
+    # closed on arrival.
+    max_connections: int = 4096
     # A probe flood is answered from one result per period (single-flight, then cached).
     cache_seconds: float = 2.0
     daemon_staleness_seconds: float = 60.0
@@ -119,15 +124,19 @@ class HealthConfig(BaseModel):
         return graph_budget_names(self.graph_fingerprints())
 
     def secrets(self) -> list[str]:
-        """Values that must never be shown, wherever they turn up (an error echoing a token):
-        every credential's token, and the credentials variable whole."""
+        """Values that must never be shown, wherever they turn up (an error echoing a token, a
+        URL parser quoting part of a password): every credential's token, the Kafka password,
+        each store URL's password, and the environment's other secrets (``redaction``)."""
         candidates = [
-            self.instagram_access_token,
-            self.instagram_graph_credentials,
-            self.kafka.sasl_password if self.kafka else None,
+            _plain(self.instagram_access_token),
+            _plain(self.instagram_graph_credentials),
+            _plain(self.kafka.sasl_password) if self.kafka else None,
+            self.mongodb_uri,
+            self.redis_url,
+            self.budget_redis_url,
         ]
-        values = [c.get_secret_value() for c in candidates if c is not None]
-        # Unreadable credentials: the variable is scrubbed whole, and the probe reports why.
-        with contextlib.suppress(ValueError):
+        values = [atom for c in candidates if c for atom in redaction.secret_atoms(c)]
+        with contextlib.suppress(ValueError):  # unreadable: the probe reports why
             values += [c.access_token.get_secret_value() for c in self.graph_credentials()]
+        values += redaction.setting_secrets()
         return [v for v in dict.fromkeys(values) if v]

@@ -14,8 +14,11 @@ from typing import Any
 from bson import ObjectId
 from pydantic import BaseModel
 
+from ig_refresh_dagster.health.clients import KeptClient
 from ig_refresh_dagster.partitions import is_account_id
 from ig_refresh_dagster.stores.history import HistoryPoint, ProfileHistoryStore
+from ig_refresh_dagster.stores.mongo import STORE_UNAVAILABLE, open_client
+from ig_refresh_dagster.stores.refresh_log import PLATFORM
 
 WIDTH, HEIGHT, PAD = 720, 260, 48
 
@@ -25,27 +28,32 @@ class AccountRef(BaseModel):
     handle: str | None
 
 
-def find_account(db: Any, key: str) -> AccountRef | None:
-    """By ObjectId or by handle (with or without ``@``, any case)."""
+def find_account(db: Any, key: str, max_time_ms: int | None = None) -> AccountRef | None:
+    """By ObjectId or by an Instagram account's handle (with or without ``@``, any case)."""
     key = key.strip().lstrip("@")
+    accounts, only = db["Account"], {"handle": 1}
     if is_account_id(key.lower()):
-        doc = db["Account"].find_one({"_id": ObjectId(key.lower())}, {"handle": 1})
+        doc = accounts.find_one({"_id": ObjectId(key.lower())}, only, max_time_ms=max_time_ms)
     else:
-        doc = db["Account"].find_one({"handle": key}, {"handle": 1}) or db["Account"].find_one(
-            {"handle": key.lower()}, {"handle": 1}
-        )
+        for handle in dict.fromkeys((key, key.lower())):
+            where = {"handle": handle, "platform": PLATFORM}
+            doc = accounts.find_one(where, only, max_time_ms=max_time_ms)
+            if doc is not None:
+                break
     if doc is None:
         return None
     return AccountRef(account_id=str(doc["_id"]), handle=doc.get("handle"))
 
 
 def load_history(
-    db: Any, key: str, days: int, today: date
+    db: Any, key: str, days: int, today: date, max_time_ms: int | None = None
 ) -> tuple[AccountRef, list[HistoryPoint]] | None:
-    account = find_account(db, key)
+    """The account and its points; ``max_time_ms`` bounds each query on the server."""
+    account = find_account(db, key, max_time_ms)
     if account is None:
         return None
-    return account, ProfileHistoryStore(db).series(account.account_id, days, today)
+    history = ProfileHistoryStore(db)
+    return account, history.series(account.account_id, days, today, max_time_ms)
 
 
 def _polyline(
@@ -123,3 +131,31 @@ def render_page(account: AccountRef, points: list[HistoryPoint], days: int) -> s
 
 def _n(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
+
+
+class HistoryReader:
+    """The page's own client, never ``/ready``'s: a burst of page views cannot slow the probe,
+    and a request that fails on its own (a query past its time limit) keeps the client; only
+    a store that cannot be reached rebuilds it. Every query carries ``maxTimeMS``."""
+
+    def __init__(self, uri: str, database: str, timeout: float) -> None:
+        self.database, self.timeout = database, timeout
+        self.max_time_ms = max(1, int(timeout * 1000))
+        self.client: KeptClient[Any] = KeptClient(
+            "history",
+            lambda: open_client(uri, self.max_time_ms, self.max_time_ms),
+            lambda client: client.close(),
+            one_thread=True,
+            discard_on=STORE_UNAVAILABLE,
+        )
+
+    def load(
+        self, key: str, days: int, today: date
+    ) -> tuple[AccountRef, list[HistoryPoint]] | None:
+        return self.client.use(
+            lambda c: load_history(c[self.database], key, days, today, self.max_time_ms),
+            self.timeout,
+        )
+
+    def close(self) -> None:
+        self.client.close()

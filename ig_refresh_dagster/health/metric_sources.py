@@ -115,7 +115,7 @@ class AccountSources:
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         buckets = self._buckets(now)
         pipeline = [
-            {"$match": {"platform": PLATFORM, "isGone": {"$ne": True}}},
+            {"$match": {"platform": PLATFORM, "instagramData.isGone": {"$ne": True}}},
             {
                 "$bucket": {
                     # A missing date falls below the first boundary, into ``default``.

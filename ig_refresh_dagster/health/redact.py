@@ -1,4 +1,9 @@
-"""What a probe answer or a log line may carry: no credentials, and details kept to one line."""
+"""What a probe answer or a log line may carry: no credentials, and details kept to one line.
+
+The secrets themselves are hidden by ``ig_refresh_dagster.redaction`` (every form and fragment
+of each); this adds the URI credentials and credential-named parameters of any URI in the
+text, whatever its source.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ import logging
 import re
 from collections.abc import Iterable
 
+from ig_refresh_dagster import redaction
+
 MAX_DETAIL_CHARS = 300
-HIDDEN = "***"
+HIDDEN = redaction.HIDDEN
 # Greedy up to the last "@" before the path, so a password containing "@" is hidden entirely.
 _URI_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s?#]*@")
 # ``name=value`` pairs (URI query strings, librdkafka-style settings echoed in errors) whose
@@ -30,11 +37,10 @@ def redact_uri(text: str) -> str:
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with URI credentials and every known secret value hidden."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, HIDDEN)
-    return redact_uri(text)
+    """``text`` with URI credentials and every known secret hidden (``secrets`` join those
+    ``redaction`` knows, for the rest of the process)."""
+    redaction.register(*secrets)
+    return redact_uri(redaction.redact(text))
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
@@ -52,7 +58,7 @@ class RedactingFormatter(logging.Formatter):
 
     def __init__(self, fmt: str, secrets: Iterable[str] = ()) -> None:
         super().__init__(fmt)
-        self._secrets = [s for s in secrets if s]
+        redaction.register(*secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self._secrets)
+        return redact(super().format(record))

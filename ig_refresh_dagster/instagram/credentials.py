@@ -16,7 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from ig_refresh_dagster import redaction
 from ig_refresh_dagster.instagram.graph import token_fingerprint
+from ig_refresh_dagster.settings import SecretInvalid, clean_secret
 
 CREDENTIALS_VARIABLE = "INSTAGRAM_GRAPH_CREDENTIALS"
 SINGLE_TOKEN_VARIABLE = "INSTAGRAM_ACCESS_TOKEN"
@@ -44,7 +46,10 @@ def _text_field(entry: dict[str, Any], field: str, where: str) -> str:
         value = str(value)  # ids are digits; a JSON number is what someone would write
     if not isinstance(value, str) or not value.strip():
         raise CredentialsInvalid(f"{where}: {field} must be a non-empty string")
-    return value.strip()
+    try:
+        return clean_secret(f"{where}: {field}", value) or ""
+    except SecretInvalid as exc:
+        raise CredentialsInvalid(str(exc)) from None
 
 
 def parse_credentials(
@@ -95,8 +100,15 @@ def credential_pool(
     access_token: str | None, business_account_id: str | None, raw_list: str | None
 ) -> list[GraphCredential]:
     """The single-token credential (when both its variables are set), then the list's, each
-    token once (the first entry for it wins)."""
+    token once (the first entry for it wins). Each token is stripped and checked (a control or
+    non-ASCII character raises CredentialsInvalid naming the variable) and known to
+    ``redaction`` from then on."""
     candidates = []
+    try:
+        access_token = clean_secret(SINGLE_TOKEN_VARIABLE, access_token)
+    except SecretInvalid as exc:
+        raise CredentialsInvalid(str(exc)) from None
+    business_account_id = business_account_id.strip() if business_account_id else None
     if access_token and business_account_id:
         candidates.append(
             GraphCredential(
@@ -104,6 +116,7 @@ def credential_pool(
             )
         )
     candidates += parse_credentials(raw_list)
+    redaction.register(*(c.access_token.get_secret_value() for c in candidates))
     pool: dict[str, GraphCredential] = {}
     for credential in candidates:
         pool.setdefault(credential.fingerprint, credential)

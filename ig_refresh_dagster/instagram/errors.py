@@ -2,12 +2,15 @@
 
 Each class tells the caller what to do next (retry later, give up, fall back to scraping, stop
 using Graph), so callers branch on the class, never on message text. Messages are for humans and
-never contain the access token: the Graph client scrubs every string before it builds an error.
+never contain the access token: the Graph client scrubs every string before it builds an error,
+and every message passes through ``redaction`` (any known secret, in any form) on the way in.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from ig_refresh_dagster.redaction import redact
 
 if TYPE_CHECKING:
     from ig_refresh_dagster.instagram.usage import ApiUsage
@@ -22,6 +25,7 @@ class InstagramError(Exception):
     def __init__(
         self, message: str, *, reason: str | None = None, usage: ApiUsage | None = None
     ) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ig_refresh_dagster import redaction
 from ig_refresh_dagster.instagram.bounded_http import (
     Answer,
     Deadline,
@@ -71,11 +72,13 @@ def as_int(value: Any) -> int | None:
 
 
 def scrub(text: str, token: str) -> str:
-    """Remove ``token``, and anything shaped like a Meta token (Graph may quote a cut-off or
-    different one back)."""
+    """Remove ``token``, every form and fragment of it and of every other known secret
+    (``redaction``), and anything shaped like a Meta token (Graph may quote a cut-off,
+    URL-encoded or different one back)."""
     if token:
         text = text.replace(token, "[token]")
-    return _TOKEN_SHAPED.sub("[token]", text)
+        redaction.register(token)
+    return _TOKEN_SHAPED.sub("[token]", redaction.redact(text))
 
 
 def _json_body(answer: Answer, subject: str) -> tuple[dict[str, Any], ApiUsage | None]:

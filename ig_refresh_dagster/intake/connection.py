@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
-from ig_refresh_dagster import settings
+from ig_refresh_dagster import redaction, settings
 
 # KafkaConnection field -> the setting it comes from; the Dagster ``kafka`` resource has the
 # same fields, filled from the same settings (``definitions.py``).
@@ -57,6 +57,16 @@ class KafkaConnection(BaseModel):
                 f"got {value[:40]!r}"
             )
         return value.upper()
+
+    @field_validator("sasl_password")
+    @classmethod
+    def _clean_password(cls, value: SecretStr | None) -> SecretStr | None:
+        """Stripped and checked like every secret, and hidden from every message from now on."""
+        if value is None:
+            return None
+        password = settings.clean_secret("KAFKA_SASL_PASSWORD", value.get_secret_value())
+        redaction.register(password)
+        return SecretStr(password or "")
 
     @model_validator(mode="after")
     def _sasl_needs_a_sasl_protocol(self) -> KafkaConnection:

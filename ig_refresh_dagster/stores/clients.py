@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 import redis
 
+from ig_refresh_dagster import redaction
 from ig_refresh_dagster.stores.mongo import LITEMONGO_SCHEME, open_client
 
 REDIS_TIMEOUT_SECONDS = 3
@@ -54,10 +55,24 @@ def mongo_client(uri: str) -> Any:
     return _MONGO.get((uri, thread), lambda: open_client(uri))
 
 
+def redis_from_url(url: str, **options: Any) -> redis.Redis:
+    """``redis.Redis.from_url``, except that a URL it cannot read raises a ValueError that
+    quotes no part of it: redis-py quotes the piece it choked on, which for a password holding
+    ``/`` or ``#`` is the password's first part."""
+    redaction.register(url)
+    try:
+        return redis.Redis.from_url(url, **options)
+    except ValueError as exc:
+        reason = redaction.redact(str(exc))
+        raise ValueError(
+            f"the Redis URL cannot be read ({reason}); percent-encode its password"
+        ) from None
+
+
 def redis_client(url: str) -> redis.Redis:
     return _REDIS.get(
         url,
-        lambda: redis.Redis.from_url(
+        lambda: redis_from_url(
             url,
             socket_timeout=REDIS_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,

@@ -59,11 +59,15 @@ class ProfileHistoryStore:
         exact = {f"countsExact.{k}": k not in rounded for k in known}
         self._coll.update_one(day, {"$set": {**known, **exact, "refreshedAt": now}}, upsert=True)
 
-    def series(self, account_id: str, days: int, today: date) -> list[HistoryPoint]:
-        """The account's points of the last ``days`` days up to ``today``, oldest first."""
+    def series(
+        self, account_id: str, days: int, today: date, max_time_ms: int | None = None
+    ) -> list[HistoryPoint]:
+        """The account's points of the last ``days`` days up to ``today``, oldest first;
+        ``max_time_ms`` bounds the query on the server."""
         since = (today - timedelta(days=days - 1)).isoformat()
         docs = self._coll.find(
-            {"accountId": ObjectId(account_id), "day": {"$gte": since, "$lte": today.isoformat()}}
+            {"accountId": ObjectId(account_id), "day": {"$gte": since, "$lte": today.isoformat()}},
+            max_time_ms=max_time_ms,
         ).sort("day", 1)
         return [
             HistoryPoint(

@@ -32,12 +32,24 @@ _indexed: set[Hashable] = set()
 _indexed_lock = threading.Lock()
 
 
-def open_client(uri: str, timeout_ms: int = 5000) -> Any:
-    """A pymongo-compatible client; raises ValueError naming what is wrong with ``uri``."""
+# No operation waits on a socket longer than this (the largest is a backfill's account query).
+SOCKET_TIMEOUT_MS = 30_000
+
+
+def open_client(uri: str, timeout_ms: int = 5000, socket_timeout_ms: int | None = None) -> Any:
+    """A pymongo-compatible client; raises ValueError naming what is wrong with ``uri``.
+
+    Every MongoDB client has a bound on server selection, connecting and each socket read
+    (``socket_timeout_ms``, default ``SOCKET_TIMEOUT_MS``): a server that stops answering
+    fails the operation instead of holding its thread forever."""
     scheme = urlparse(uri).scheme
     if scheme in ("mongodb", "mongodb+srv"):
         return pymongo.MongoClient(
-            uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=True
+            uri,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=socket_timeout_ms or SOCKET_TIMEOUT_MS,
+            tz_aware=True,
         )
     if scheme == LITEMONGO_SCHEME:
         path = Path(urlparse(uri).path)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from bson import ObjectId
 from pydantic import BaseModel, ConfigDict
 
+from ig_refresh_dagster.redaction import redact
+
 COLLECTION = "DataRefreshLog"
 PLATFORM = "INSTAGRAM"
 IN_PROGRESS = "IN_PROGRESS"
@@ -108,7 +110,7 @@ class RefreshLogStore:
                     "reason": reason,
                     "retryAt": retry_at,
                     "deferredSince": since,
-                    "notes": notes,
+                    "notes": [redact(note) for note in notes],
                 },
                 "$unset": {"error": ""},
             },
@@ -215,7 +217,7 @@ class RefreshLogStore:
                     "completedAt": now,
                     "source": source,
                     "dataSnapshot": {"before": before, "after": after},
-                    "notes": notes,
+                    "notes": [redact(note) for note in notes],
                     "insights": insights,
                 },
                 "$unset": {"error": "", "progress": ""},
@@ -235,7 +237,7 @@ class RefreshLogStore:
     ) -> None:
         """Upsert, because a run can fail before its start entry was written. ``reason`` is
         the machine code of the cause when one is known (e.g. ``handle_recycled``)."""
-        failed = {"status": "FAILED", "completedAt": now, "error": error}
+        failed = {"status": "FAILED", "completedAt": now, "error": redact(error)}
         self._coll.update_one(
             by_run(run_id),
             {
@@ -282,7 +284,7 @@ class RefreshLogStore:
             by_run(run_id),
             {
                 "$setOnInsert": _identity(run_id, account_id, now),
-                "$set": {"status": status, "completedAt": now, "notes": [detail]},
+                "$set": {"status": status, "completedAt": now, "notes": [redact(detail)]},
             },
             upsert=True,
         )

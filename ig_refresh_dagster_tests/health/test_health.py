@@ -715,19 +715,26 @@ def health_command() -> list[str]:
     return [sys.executable, "-c", code]
 
 
+def start_sidecar(
+    tmp_path: Path, port: int, *flags: str, env: dict[str, str] | None = None
+) -> ServiceProcess:
+    """``ig-refresh health`` on ``port``, its output in ``tmp_path/health.log``; ``env`` is
+    added to this environment without ``HOST`` and ``DAGSTER_HOME``."""
+    base = {k: v for k, v in os.environ.items() if k not in ("HOST", "DAGSTER_HOME")}
+    return ServiceProcess(
+        "health",
+        [*health_command(), "--port", str(port), *flags],
+        port,
+        tmp_path / "health.log",
+        env=base | {"IG_REFRESH_DATA_DIR": str(tmp_path / "data")} | (env or {}),
+        start_timeout=60,
+    )
+
+
 def test_cli_serves_on_loopback_by_default_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     log_path = tmp_path / "health.log"
-    env = {k: v for k, v in os.environ.items() if k != "HOST"}
-    env["IG_REFRESH_DATA_DIR"] = str(tmp_path / "data")
-    sidecar = ServiceProcess(
-        "health",
-        [*health_command(), "--port", str(port)],
-        port,
-        log_path,
-        env=env,
-        start_timeout=60,
-    )
+    sidecar = start_sidecar(tmp_path, port)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("GET", "/health")

@@ -30,6 +30,16 @@ def test_account_is_found_by_handle_at_handle_or_id(mongo_db) -> None:
     assert find_account(mongo_db, "nobody") is None
 
 
+def test_a_handle_is_looked_up_among_instagram_accounts_only(mongo_db) -> None:
+    """Handles are per platform: another platform's account of that name is never shown."""
+    mongo_db["Account"].insert_one({"platform": "YOUTUBE", "handle": "samename"})
+    assert find_account(mongo_db, "samename") is None
+    account_id = seed(mongo_db, "samename", [1])
+    mongo_db["Account"].insert_one({"platform": "TIKTOK", "handle": "samename"})
+    found = find_account(mongo_db, "@SameName")
+    assert found is not None and found.account_id == account_id
+
+
 def test_page_draws_one_point_per_day_and_lists_every_day(mongo_db) -> None:
     seed(mongo_db, "acme.studio", [100, 120, 90, 150])
     account, points = load_history(mongo_db, "acme.studio", days=30, today=TODAY)
@@ -50,7 +60,7 @@ def test_markup_in_a_handle_is_escaped(mongo_db) -> None:
 
 def test_an_account_without_counts_says_so(mongo_db) -> None:
     oid = ObjectId()
-    mongo_db["Account"].insert_one({"_id": oid, "handle": "quiet"})
+    mongo_db["Account"].insert_one({"_id": oid, "platform": "INSTAGRAM", "handle": "quiet"})
     account, points = load_history(mongo_db, "quiet", days=7, today=TODAY)
     assert points == []
     assert "No follower counts recorded" in render_page(account, points, days=7)

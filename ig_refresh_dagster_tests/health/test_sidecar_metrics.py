@@ -130,7 +130,9 @@ def seed_mongo(db: Any, now: datetime) -> None:
     accounts.insert_one({"platform": "INSTAGRAM", "lastDataRefresh": now - timedelta(days=100)})
     accounts.insert_one({"platform": "INSTAGRAM"})  # never refreshed
     accounts.insert_one({"platform": "INSTAGRAM", "lastDataRefresh": None})  # never either
-    accounts.insert_one({"platform": "INSTAGRAM", "isGone": True})  # gone: not counted
+    # Gone, marked as the fetch step marks it (an old refresh, so it would count): not counted.
+    gone = accounts.insert_one({"platform": "INSTAGRAM", "lastDataRefresh": now - timedelta(50)})
+    AccountStore(db).mark_gone(str(gone.inserted_id), now)
     accounts.insert_one({"platform": "YOUTUBE", "lastDataRefresh": now})  # other platform
 
 

@@ -8,6 +8,8 @@ import gzip
 import socket
 import socketserver
 import threading
+import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -103,6 +105,43 @@ def test_gzip_bomb_is_cut_at_the_cap(httpserver: HTTPServer, kind: str) -> None:
     )
     error = _fail(make(httpserver.url_for("").rstrip("/")))
     assert isinstance(error, ResponseTooLarge)
+
+
+def nested_gzip(inflated_bytes: int, layers: int) -> bytes:
+    """Zeros gzipped ``layers`` times over, built a megabyte at a time (never held inflated)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = bytes(1024 * 1024)
+    body = b"".join(packer.compress(chunk) for _ in range(inflated_bytes // len(chunk)))
+    body += packer.flush()
+    for _ in range(layers - 1):
+        body = gzip.compress(body, 9)
+    return body
+
+
+@pytest.mark.parametrize("layers", [3, 5, 6])
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_a_nested_gzip_bomb_is_read_in_bounded_memory(
+    httpserver: HTTPServer, kind: str, layers: int
+) -> None:
+    """A few-kilobyte body, gzipped ``layers`` times and declared so, that inflates to 256 MiB.
+    urllib3 before 2.6 inflated every layer whole per chunk (2.5.0: 458 MiB for 492 bytes);
+    the pinned release inflates only what each read asks for and refuses more than 5 layers."""
+    make, path, _ = CLIENTS[kind]
+    bomb = nested_gzip(256 * 1024 * 1024, layers)
+    assert len(bomb) < 64 * 1024
+    httpserver.expect_request(path).respond_with_data(
+        bomb,
+        headers={"Content-Encoding": ", ".join(["gzip"] * layers)},
+        content_type="application/json",
+    )
+    tracemalloc.start()
+    try:
+        error = _fail(make(httpserver.url_for("").rstrip("/")))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(error, ResponseTooLarge if layers <= 5 else TransientError), error
+    assert peak < 32 * 1024 * 1024, peak
 
 
 @pytest.mark.parametrize("kind", CLIENTS)

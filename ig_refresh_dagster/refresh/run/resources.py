@@ -10,7 +10,7 @@ import redis
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from ig_refresh_dagster import settings
+from ig_refresh_dagster import redaction, settings
 from ig_refresh_dagster.instagram.credentials import (
     CREDENTIALS_VARIABLE,
     GraphCredential,
@@ -64,6 +64,11 @@ class NotConfigured(RuntimeError):
 
 
 def _require(value: str | None, variable: str) -> str:
+    """The value, stripped and checked when it is a secret (a control or non-ASCII character
+    raises SecretInvalid naming ``variable``), and hidden from every message from now on."""
+    if settings.SETTINGS[variable].secret:
+        value = settings.clean_secret(variable, value)
+        redaction.register(value)
     if not value:
         raise NotConfigured(
             f"{variable} is not set and no embedded stack provided it: start the stack with "
