@@ -10,6 +10,7 @@ from dagster import DagsterInstance
 
 from ig_refresh_dagster.intake.topic_reader import TopicCursor
 from ig_refresh_dagster.partitions import instagram_accounts
+from ig_refresh_dagster.refresh.launch.intake_sensor import instagram_refresh_sensor
 from ig_refresh_dagster.refresh.run.resources import GROUP_ID
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.support.kafka_helpers import (
@@ -62,6 +63,14 @@ def test_an_idle_tick_long_polls_and_requests_an_event_published_while_it_waits(
     assert not waiting.is_alive(), "the tick kept waiting after the event arrived"
     (result,) = results
     assert [r.partition_key for r in result.run_requests] == [account]
+
+
+def test_the_sensor_is_eligible_at_every_loop_of_the_daemon() -> None:
+    """The daemon evaluates sensors every 5 s and a tick starts a little after its loop: with a
+    minimum interval of 5, every other loop found 4.99 s elapsed and skipped the sensor."""
+    from dagster._daemon.sensor import MIN_INTERVAL_LOOP_TIME
+
+    assert instagram_refresh_sensor.minimum_interval_seconds < MIN_INTERVAL_LOOP_TIME
 
 
 def test_cursor_resumes_after_a_tick_that_raised(topics: Topics, instance: DagsterInstance) -> None:

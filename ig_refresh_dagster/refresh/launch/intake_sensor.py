@@ -88,7 +88,11 @@ def _handles(
 @sensor(
     job=instagram_refresh_job,
     default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=5,
+    # Below the daemon's 5 s sensor loop: a tick starts a little after its loop iteration, so
+    # with an interval of 5 the next iteration found 4.99 s elapsed and skipped the sensor, and
+    # ticks came 10 s apart (measured in benchmarks/latency.py). An idle tick long-polls, so a
+    # new tick starts at the first loop iteration after the last one ended.
+    minimum_interval_seconds=1,
     description="Polls the Instagram refresh topic; one run per account per tick.",
 )
 def instagram_refresh_sensor(
