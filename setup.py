@@ -18,6 +18,9 @@ setup(
         f"dagster-graphql=={DAGSTER}",
         f"dagster-k8s=={DAGSTER_LIBS}",
         f"dagster-postgres=={DAGSTER_LIBS}",
+        # S3ComputeLogManager: the Kubernetes instance keeps run output in object storage, and
+        # every process that loads that instance (run pods, the health sidecar) imports it.
+        f"dagster-aws=={DAGSTER_LIBS}",
         "confluent-kafka==2.16.1",
         "requests==2.34.2",
         "pymongo==4.20.1",
@@ -47,6 +50,10 @@ setup(
             "playwright==1.65.2",
             # test CA and broker certificates for the TLS front door (kafka_front_door.py)
             "cryptography==50.0.2",
+            # an S3 API on loopback for the compute-log round trip (test_compute_logs_s3.py)
+            "moto[server]==5.2.6",
+            # the image's hashed lock file (deploy/requirements.lock, test_image_lock.py)
+            "pip-tools==7.7.0",
         ],
     },
     entry_points={"console_scripts": ["ig-refresh=ig_refresh_dagster.cli:main"]},
