@@ -87,7 +87,7 @@ def store_sensor_cursor(instance: DagsterInstance, cursor: str) -> None:
     """What the daemon stores after a good tick: the sensor's state with its cursor."""
     origin = RemoteInstigatorOrigin(
         repository_origin=RemoteRepositoryOrigin(
-            code_location_origin=RegisteredCodeLocationOrigin("ig_refresh_dagster"),
+            code_location_origin=RegisteredCodeLocationOrigin("ig-refresh"),
             repository_name="__repository__",
         ),
         instigator_name=REFRESH_SENSOR,
