@@ -2,9 +2,10 @@
 with setup.py and is what the Dockerfile installs.
 
 Regenerate after changing install_requires (from the repository root, the `test` extra has
-pip-tools):
+pip-tools). Extras stay in the lock (`gql[requests]==…`): pip's --require-hashes mode wants a
+pin for a requirement with extras too.
 
-    pip-compile --generate-hashes --strip-extras --allow-unsafe --no-header \\
+    pip-compile --generate-hashes --allow-unsafe --no-header \\
       --no-emit-index-url --no-emit-find-links --output-file deploy/requirements.lock setup.py
 
 That the lock covers the whole tree (nothing left for pip to resolve) is proven by the
@@ -29,7 +30,7 @@ from ig_refresh_dagster_tests.dockerfile import only
 
 LOCK = PROJECT_ROOT / "deploy" / "requirements.lock"
 REGENERATE = "regenerate deploy/requirements.lock (command in test_image_lock.py's docstring)"
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+) \\$")
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(\S+) \\$")
 
 
 def setup_kwargs() -> dict[str, Any]:

@@ -67,7 +67,6 @@ def test_refresh_run_on_postgres_storage(
     assert run.tags["dagster/partition"] == account_id
 
 
-
 def test_connection_parameters_reach_postgresql(postgres_instance: DagsterInstance) -> None:
     """The `params` of dagster-postgres.yaml (sslmode, connect_timeout, application_name) are
     what the instance's storage connects with, as PostgreSQL itself reports."""
