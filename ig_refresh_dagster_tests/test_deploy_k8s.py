@@ -22,9 +22,9 @@ from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 from ig_refresh_dagster.settings import SETTINGS, default
 from ig_refresh_dagster_tests.deploy_files import (
     DEPLOY,
-    compute_logs_section,
     NAMESPACE,
     RELEASE,
+    compute_logs_section,
     helm_values,
     k8s_instance,
     load,
@@ -175,10 +175,10 @@ def configurable_sections(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_handmade_k8s_instance_loads_under_dagsters_config_schema(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The hand-made instance under Dagster's own machinery (internal `dagster._config`, as `dagster.yaml` is validated on
-    load): the instance schema, then each class's config schema with env sources resolved,
-    then the K8sRunLauncher built from its config with a kubeconfig file in place of the
-    in-cluster one (no cluster here)."""
+    """The hand-made instance under Dagster's own machinery (internal `dagster._config`, as
+    `dagster.yaml` is validated on load): the instance schema, then each class's config
+    schema with env sources resolved, then the K8sRunLauncher built from its config with a
+    kubeconfig file in place of the in-cluster one (no cluster here)."""
     from dagster._config import process_config, validate_config
     from dagster._core.instance.config import dagster_instance_config_schema
     from dagster._serdes import ConfigurableClassData
