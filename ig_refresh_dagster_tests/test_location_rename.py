@@ -9,25 +9,14 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 from dagster import DagsterInstance
-from dagster._core.remote_origin import (
-    RegisteredCodeLocationOrigin,
-    RemoteInstigatorOrigin,
-    RemoteRepositoryOrigin,
-)
-from dagster._core.scheduler.instigation import (
-    InstigatorState,
-    InstigatorStatus,
-    InstigatorType,
-    SensorInstigatorData,
-)
 
 from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 from ig_refresh_dagster.refresh.intake_sensor import instagram_refresh_sensor
+from ig_refresh_dagster_tests.test_sidecar_metrics import store_sensor_cursor
 
 OLD = "ig_refresh_dagster"
 CURSOR = '{"topic": "data-refresh-instagram", "offsets": {"0": 4242}}'
@@ -56,21 +45,8 @@ def test_the_migration_note_carries_the_sensor_cursor_to_the_renamed_location(
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml.safe_dump({"telemetry": {"enabled": False}}))
-    origin = RemoteInstigatorOrigin(
-        RemoteRepositoryOrigin(RegisteredCodeLocationOrigin(OLD), "__repository__"),
-        instagram_refresh_sensor.name,
-    )
     with DagsterInstance.from_config(str(home)) as instance:
-        instance.add_instigator_state(
-            InstigatorState(
-                origin,
-                InstigatorType.SENSOR,
-                InstigatorStatus.RUNNING,
-                SensorInstigatorData(
-                    cursor=CURSOR, last_tick_start_timestamp=time.time(), sensor_type=None
-                ),
-            )
-        )
+        store_sensor_cursor(instance, CURSOR, location=OLD)
     env = {**os.environ, "DAGSTER_HOME": str(home)}
 
     read = re.search(r'`python -c "(.+?)"`', note())[1]
