@@ -18,6 +18,9 @@ setup(
         f"dagster-graphql=={DAGSTER}",
         f"dagster-k8s=={DAGSTER_LIBS}",
         f"dagster-postgres=={DAGSTER_LIBS}",
+        # S3ComputeLogManager: the Kubernetes instance keeps run output in object storage, and
+        # every process that loads that instance (run pods, the health sidecar) imports it.
+        f"dagster-aws=={DAGSTER_LIBS}",
         "confluent-kafka==2.16.1",
         "requests==2.34.2",
         # requests accepts any urllib3 2.x; before 2.6 a nested-gzip answer inflated whole
@@ -52,6 +55,10 @@ setup(
             "cryptography==50.0.2",
             # the docs site (docs/, mkdocs.yml): `make lint` builds it with --strict
             "mkdocs==1.6.1",
+            # an S3 API on loopback for the compute-log round trip (test_compute_logs_s3.py)
+            "moto[server]==5.2.6",
+            # the image's hashed lock file (deploy/requirements.lock, test_image_lock.py)
+            "pip-tools==7.7.0",
         ],
     },
     entry_points={"console_scripts": ["ig-refresh=ig_refresh_dagster.cli:main"]},

@@ -20,6 +20,8 @@ from ig_refresh_dagster.health.clients import Busy, KeptClient
 from ig_refresh_dagster.health.redact import redact_uri
 from ig_refresh_dagster.intake.connection import KafkaConnection
 
+log = logging.getLogger(__name__)
+
 NOT_CONFIGURED = "not configured"
 HEALTH_CLIENT_NAME = "ig-refresh-health"
 
@@ -214,6 +216,32 @@ class RedisCheck:
         except redis.RedisError as exc:
             return False, f"{redact_uri(self.url)} unreachable: {exc}"
         return True, f"PONG from {redact_uri(self.url)}"
+
+
+class BudgetRedisCheck:
+    """The Redis holding the fleet's budgets (``INSTAGRAM_BUDGET_REDIS_URL``, else ``REDIS_URL``)
+    answers and will not evict them. A policy other than ``noeviction`` is not ok; a server that
+    refuses ``CONFIG GET`` (managed Redis) is ok with a warning, logged once per change."""
+
+    def __init__(self, url: str, shared: bool, client: KeptClient[Any], timeout: float) -> None:
+        self.url, self.shared, self.client, self.timeout = url, shared, client, timeout
+        self._last_policy: str | None = ""
+
+    def __call__(self) -> tuple[bool, str]:
+        import redis
+
+        from ig_refresh_dagster.stores.eviction import maxmemory_policy, policy_verdict
+
+        where = "REDIS_URL" if self.shared else redact_uri(self.url)
+        try:
+            policy = self.client.use(maxmemory_policy, self.timeout)
+        except (redis.RedisError, Busy) as exc:
+            return False, f"{where} unreachable: {exc}"
+        safe, verdict = policy_verdict(policy)
+        if policy != self._last_policy and safe is not True:
+            log.warning("budget Redis %s: %s", where, verdict)
+        self._last_policy = policy
+        return safe is not False, f"{verdict} ({where})"
 
 
 class GraphCheck:

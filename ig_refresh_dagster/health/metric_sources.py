@@ -26,6 +26,7 @@ from ig_refresh_dagster.intake.dead_letter_log import DeadLetterRecord
 from ig_refresh_dagster.intake.topic_reader import PollLimits, TopicReader
 from ig_refresh_dagster.stores.accounts import AccountStore
 from ig_refresh_dagster.stores.budget import BudgetStatus, HourlyBudget
+from ig_refresh_dagster.stores.eviction import maxmemory_policy, policy_verdict
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 from ig_refresh_dagster.stores.refresh_log import COLLECTION as REFRESH_LOG
 from ig_refresh_dagster.stores.refresh_log import DEFERRED, PLATFORM
@@ -238,6 +239,19 @@ class RedisSources:
             limit.add_metric([status.name], status.limit)
             blocked.add_metric([status.name], status.blocked_for_seconds)
         return [used, limit, blocked]
+
+    def eviction_policy(self) -> Families:
+        """Whether the budgets' Redis may evict them: 1 noeviction, 0 another policy, -1 unknown
+        (the server refuses CONFIG GET, as managed services may)."""
+        policy = self.redis.use(maxmemory_policy, self.timeout)
+        noeviction = _gauge(
+            "budget_redis_noeviction",
+            "1 when the budgets' Redis has maxmemory-policy noeviction, 0 when it may evict "
+            "budget counters, -1 when the server does not say",
+        )
+        safe, _ = policy_verdict(policy)
+        noeviction.add_metric([], -1 if safe is None else int(safe))
+        return [noeviction]
 
     def graph(self) -> Families:
         """Per credential, 1 unless the fetcher switched it off; ``graph_enabled`` is 1 while

@@ -134,7 +134,11 @@ class SidecarMetrics:
             budget_sources = RedisSources(
                 probe.budget_redis or probe.redis, c.budgets, c.graph_fingerprints, inner
             )
-            sources |= {"budgets": budget_sources.budgets, "graph": redis_sources.graph}
+            sources |= {
+                "budgets": budget_sources.budgets,
+                "budget_redis_policy": budget_sources.eviction_policy,
+                "graph": redis_sources.graph,
+            }
         if probe.kafka_admin is not None and c.kafka is not None:
             connection = c.kafka
             sources["consumer_lag"] = ConsumerLag(

@@ -16,6 +16,7 @@ from typing import Any
 
 from ig_refresh_dagster.health.checks import (
     NOT_CONFIGURED,
+    BudgetRedisCheck,
     Check,
     CheckResult,
     GraphCheck,
@@ -37,7 +38,14 @@ log = logging.getLogger(__name__)
 SERVICE = "instagram-refresh"
 # Dependencies without which the pipeline cannot make progress; instagram_graph is informational
 # because the fetcher falls back to scraping when Graph is unavailable.
-CRITICAL_CHECKS = ("kafka", "mongodb", "redis", "dagster_daemon", "refresh_sensor")
+CRITICAL_CHECKS = (
+    "kafka",
+    "mongodb",
+    "redis",
+    "budget_redis",
+    "dagster_daemon",
+    "refresh_sensor",
+)
 
 
 def _fixed(ok: bool, detail: str) -> Check:
@@ -70,6 +78,7 @@ class ReadinessProbe:
             "kafka": _fixed(False, NOT_CONFIGURED),
             "mongodb": _fixed(False, NOT_CONFIGURED),
             "redis": _fixed(False, NOT_CONFIGURED),
+            "budget_redis": _fixed(False, NOT_CONFIGURED),
             "dagster_daemon": DaemonCheck(view, c.daemon_staleness_seconds, inner),
             "refresh_sensor": SensorCheck(
                 view, c.sensor_name, c.sensor_failed_ticks, c.sensor_stale_seconds, inner
@@ -88,8 +97,12 @@ class ReadinessProbe:
         if redis is not None:
             checks["redis"] = RedisCheck(c.redis_url or "", redis, inner)
             self.redis = self.budget_redis = redis
-            if c.budget_redis_url and c.budget_redis_url != c.redis_url:
-                self.budget_redis = redis_client(c.budget_redis_url, inner)
+            separate = bool(c.budget_redis_url and c.budget_redis_url != c.redis_url)
+            if separate:
+                self.budget_redis = redis_client(c.budget_redis_url or "", inner)
+            checks["budget_redis"] = BudgetRedisCheck(
+                c.budget_redis_url or c.redis_url or "", not separate, self.budget_redis, inner
+            )
         if c.graph_configured():
             checks["instagram_graph"] = (
                 GraphCheck(

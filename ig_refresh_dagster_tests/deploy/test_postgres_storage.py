@@ -65,3 +65,13 @@ def test_refresh_run_on_postgres_storage(
     assert postgres_instance.get_dynamic_partitions(instagram_accounts.name) == [account_id]
     run = postgres_instance.get_run_by_id(result.run_id)
     assert run.tags["dagster/partition"] == account_id
+
+
+def test_connection_parameters_reach_postgresql(postgres_instance: DagsterInstance) -> None:
+    """The `params` of dagster-postgres.yaml (sslmode, connect_timeout, application_name) are
+    what the instance's storage connects with, as PostgreSQL itself reports."""
+    import sqlalchemy as db
+
+    with postgres_instance.run_storage.connect() as conn:
+        name = conn.execute(db.text("SELECT current_setting('application_name')")).scalar()
+    assert name == "ig-refresh-dagster"

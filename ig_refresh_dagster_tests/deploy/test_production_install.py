@@ -78,6 +78,19 @@ def test_install_without_extras_loads_defs(production_venv: Path) -> None:
     assert loaded["dev_extra"] == [], "a production install must not bring the dev stack"
 
 
+def test_the_locked_install_is_complete_and_consistent(production_venv: Path) -> None:
+    """The project went in with --no-deps over deploy/requirements.lock: `pip check` proves the
+    lock held every dependency of the whole tree, at compatible versions."""
+    result = subprocess.run(
+        [str(production_venv / "bin" / "python"), "-m", "pip", "check"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_dev_commands_say_which_extra_they_need(production_venv: Path) -> None:
     result = subprocess.run(
         [str(production_venv / "bin" / "ig-refresh"), "demo"],
@@ -158,8 +171,8 @@ def get(url: str) -> tuple[int, dict]:
 
 def test_health_sidecar_command_answers_its_probes(production_venv: Path, tmp_path: Path) -> None:
     """deploy/k8s/health-sidecar.yaml's command, env and probe paths, on the production
-    install; HOST is loopback here instead of the manifest's 0.0.0.0, and nothing else runs,
-    so /ready answers 503 with its report."""
+    install; HOST is loopback here instead of the manifest's 0.0.0.0, and nothing else runs:
+    both probes still pass (the sidecar answers), while /ready answers 503 with its report."""
     container = sidecar_container()
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     port = free_port()
@@ -176,9 +189,10 @@ def test_health_sidecar_command_answers_its_probes(production_venv: Path, tmp_pa
     )
     try:
         live = get(f"http://127.0.0.1:{port}{container['livenessProbe']['httpGet']['path']}")
-        ready = get(f"http://127.0.0.1:{port}{container['readinessProbe']['httpGet']['path']}")
+        probe = get(f"http://127.0.0.1:{port}{container['readinessProbe']['httpGet']['path']}")
+        ready = get(f"http://127.0.0.1:{port}/ready")
     finally:
         sidecar.stop()
-    assert live == (200, {"status": "healthy", "service": "instagram-refresh"})
+    assert live == probe == (200, {"status": "healthy", "service": "instagram-refresh"})
     assert ready[0] == 503
-    assert set(ready[1]["checks"]) >= {"kafka", "mongodb", "redis"}, ready
+    assert set(ready[1]["checks"]) >= {"kafka", "mongodb", "redis", "budget_redis"}, ready

@@ -131,7 +131,7 @@ def test_a_partition_shows_its_handle(ui, instance, page) -> None:
 
 def test_backfill_by_query_launched_from_the_launchpad_completes(ui, instance, page) -> None:
     base, _ = ui
-    page.goto(f"{base}/locations/ig_refresh_dagster/jobs/backfill_by_query/playground")
+    page.goto(f"{base}/locations/ig-refresh/jobs/backfill_by_query/playground")
     page.locator(".CodeMirror").first.wait_for()
     page.screenshot(path=str(SHOTS / "launchpad.png"))
     scaffold = page.evaluate("() => document.querySelector('.CodeMirror').CodeMirror.getValue()")

@@ -38,7 +38,7 @@ from ig_refresh_dagster_tests.support.kafka_front_door import KafkaFrontDoor
 VENV_BIN = Path(sys.executable).parent
 TOKEN = "EAAGtest-secret-token-0123456789abcdef"
 BUSINESS_ID = "17841400000000001"
-CRITICAL = {"kafka", "mongodb", "redis", "dagster_daemon", "refresh_sensor"}
+CRITICAL = {"kafka", "mongodb", "redis", "budget_redis", "dagster_daemon", "refresh_sensor"}
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def test_ready_503_names_redis_and_hides_its_password(healthy: dict[str, Any]) -
     status, body, raw = ready(config(**healthy))
     assert status == 503
     assert body["status"] == "not_ready"
-    assert failing(body) == {"redis"}
+    assert failing(body) == {"redis", "budget_redis"}  # the budgets live in REDIS_URL here
     assert "redis://***@127.0.0.1" in body["checks"]["redis"]["detail"]
     assert b"hunter2" not in raw
 
@@ -280,7 +280,7 @@ def test_unset_settings_fail_as_not_configured() -> None:
     assert status == 503
     checks = body["checks"]
     assert failing(body) == CRITICAL
-    for name in ("kafka", "redis", "mongodb"):
+    for name in ("kafka", "redis", "budget_redis", "mongodb"):
         assert checks[name]["detail"] == "not configured"
     assert "DAGSTER_HOME is not set" in checks["dagster_daemon"]["detail"]
     assert "DAGSTER_HOME is not set" in checks["refresh_sensor"]["detail"]
@@ -330,7 +330,7 @@ def test_a_hung_dependency_cannot_hang_ready(healthy: dict[str, Any]) -> None:
         healthy["redis_url"] = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
         status, body, _ = ready(config(**healthy, check_timeout_seconds=1.0))
     assert status == 503
-    assert failing(body) == {"redis"}
+    assert failing(body) == {"redis", "budget_redis"}  # the budgets live in REDIS_URL here
     assert "timeout" in body["checks"]["redis"]["detail"].lower()
 
 

@@ -84,11 +84,13 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
 
 
-def store_sensor_cursor(instance: DagsterInstance, cursor: str) -> None:
+def store_sensor_cursor(
+    instance: DagsterInstance, cursor: str, location: str = "ig-refresh"
+) -> None:
     """What the daemon stores after a good tick: the sensor's state with its cursor."""
     origin = RemoteInstigatorOrigin(
         repository_origin=RemoteRepositoryOrigin(
-            code_location_origin=RegisteredCodeLocationOrigin("ig_refresh_dagster"),
+            code_location_origin=RegisteredCodeLocationOrigin(location),
             repository_name="__repository__",
         ),
         instigator_name=REFRESH_SENSOR,

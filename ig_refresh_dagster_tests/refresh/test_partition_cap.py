@@ -63,7 +63,7 @@ from ig_refresh_dagster_tests.support.refresh_helpers import (
 BIN = Path(sys.executable).parent
 ORIGIN = RemoteJobOrigin(
     repository_origin=RemoteRepositoryOrigin(
-        code_location_origin=RegisteredCodeLocationOrigin("ig_refresh_dagster"),
+        code_location_origin=RegisteredCodeLocationOrigin("ig-refresh"),
         repository_name="__repository__",
     ),
     job_name=instagram_refresh_job.name,

@@ -286,6 +286,28 @@ DAEMON = closed(
     }
 )
 
+# definitions.S3ComputeLogManager (subschema/compute_log_manager.py at 00701070: bucket required;
+# the rest optional StringSource / bool / int / dict). Left open: whether the chart's BaseModel
+# forbids extra keys here was not established from the stored sources.
+STRING_SOURCE = {"anyOf": [STR, SOURCE]}
+S3_COMPUTE_LOG_MANAGER = open_object(
+    {
+        "bucket": STRING_SOURCE,
+        "localDir": STRING_SOURCE,
+        "prefix": STRING_SOURCE,
+        "useSsl": optional(BOOL),
+        "verify": optional(BOOL),
+        "verifyCertPath": STRING_SOURCE,
+        "endpointUrl": STRING_SOURCE,
+        "skipEmptyFiles": optional(BOOL),
+        "uploadInterval": optional(INT),
+        "uploadExtraArgs": optional(OBJ),
+        "showUrlOnly": optional(BOOL),
+        "region": STRING_SOURCE,
+    },
+    required=("bucket",),
+)
+
 # definitions.ComputeLogManager(+Config): closed, type is an enum
 COMPUTE_LOG_MANAGER = closed(
     {
@@ -303,10 +325,50 @@ COMPUTE_LOG_MANAGER = closed(
             {
                 "azureBlobComputeLogManager": ANY,
                 "gcsComputeLogManager": ANY,
-                "s3ComputeLogManager": ANY,
+                "s3ComputeLogManager": optional(S3_COMPUTE_LOG_MANAGER),
                 "customComputeLogManager": ANY,
             }
         ),
+    }
+)
+
+# definitions.Webserver (subschema/webserver.py at 00701070: extra=forbid); Kubernetes objects
+# are left to Kubernetes' models (test_deploy_k8s.py checks them with those).
+WEBSERVER = closed(
+    {
+        **{
+            name: ANY
+            for name in (
+                "replicaCount",
+                "image",
+                "nameOverride",
+                "service",
+                "workspace",
+                "env",
+                "deploymentLabels",
+                "labels",
+                "nodeSelector",
+                "affinity",
+                "tolerations",
+                "readinessProbe",
+                "livenessProbe",
+                "startupProbe",
+                "annotations",
+                "enableReadOnly",
+                "dbStatementTimeout",
+                "dbPoolRecycle",
+                "logLevel",
+                "schedulerName",
+                "pathPrefix",
+            )
+        },
+        "envConfigMaps": OBJ_LIST,
+        "envSecrets": OBJ_LIST,
+        "podSecurityContext": OBJ,
+        "securityContext": OBJ,
+        "resources": OBJ,
+        "volumeMounts": OBJ_LIST,
+        "volumes": OBJ_LIST,
     }
 )
 
@@ -350,7 +412,6 @@ VALUES = closed(
         **{
             name: ANY
             for name in (
-                "dagsterWebserver",
                 "rabbitmq",
                 "redis",
                 "flower",
@@ -365,6 +426,7 @@ VALUES = closed(
             )
         },
         "global": GLOBAL,
+        "dagsterWebserver": WEBSERVER,
         "generatePostgresqlPasswordSecret": BOOL,
         "postgresql": POSTGRESQL,
         "dagster-user-deployments": USER_DEPLOYMENTS,

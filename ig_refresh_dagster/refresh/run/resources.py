@@ -7,7 +7,7 @@ Dagster UI shows where each one points and so tests can swap the configuration.
 from typing import Any, ClassVar
 
 import redis
-from dagster import ConfigurableResource, InitResourceContext
+from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
 from pydantic import Field, PrivateAttr
 
 from ig_refresh_dagster import redaction, settings
@@ -40,6 +40,7 @@ from ig_refresh_dagster.stores.budget_journal import BudgetJournal
 from ig_refresh_dagster.stores.budget_share import BackgroundBudget, BackgroundCapacity, measure
 from ig_refresh_dagster.stores.cache import ProfileCache
 from ig_refresh_dagster.stores.clients import mongo_client, redis_client
+from ig_refresh_dagster.stores.eviction import maxmemory_policy, policy_verdict
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 from ig_refresh_dagster.stores.history import ProfileHistoryStore
 from ig_refresh_dagster.stores.insights import InsightsStore
@@ -140,6 +141,18 @@ class BudgetRedisResource(RedisResource):
 
     VARIABLE: ClassVar[str] = "INSTAGRAM_BUDGET_REDIS_URL"
     url: str | None = setting_field("INSTAGRAM_BUDGET_REDIS_URL")
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Warns in the run's log when the budgets could be evicted; never fails the run (a
+        managed Redis may refuse to say, and an unreachable one fails where it is used)."""
+        if not self.url:
+            return
+        try:
+            safe, verdict = policy_verdict(maxmemory_policy(self.client()))
+        except redis.RedisError as exc:
+            safe, verdict = None, f"maxmemory-policy not read: {type(exc).__name__}"
+        if safe is not True:
+            (context.log or get_dagster_logger()).warning(f"budget Redis: {verdict}")
 
 
 class KafkaResource(ConfigurableResource):
