@@ -25,8 +25,10 @@ from dagster import (
 
 from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster.refresh.checks import ASSET, CHECK_SPECS, profile_checks
+from ig_refresh_dagster.refresh.dead_runs import worker_identity_tags
 from ig_refresh_dagster.refresh.failures import TRANSIENT_RETRIES, failure_recorded
 from ig_refresh_dagster.refresh.resources import InstagramResource, MongoResource, RedisResource
+from ig_refresh_dagster.refresh.run_tags import tag_current_run
 from ig_refresh_dagster.refresh.stages import AccountRefresh, Refreshed
 
 
@@ -86,6 +88,9 @@ def instagram_profile(
             allow_retries=False,
         )
     op_context = context.op_execution_context
+    # Which process runs this, for the dead-run reaper (dead_runs.py); a worker that dies
+    # before this line is still found gone once its pid is.
+    tag_current_run(op_context, worker_identity_tags())
     with failure_recorded(op_context, mongo):
         refreshed = AccountRefresh(op_context, mongo, redis, instagram).run()
     if refreshed is None:
