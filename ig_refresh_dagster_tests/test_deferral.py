@@ -42,8 +42,12 @@ from ig_refresh_dagster.devstack.seed import (
 from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS
 from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.refresh.deferral_sensor import RETRY_OF_TAG
+from ig_refresh_dagster.refresh.launch.requests import BACKFILL_TAG, launch_tags
+from ig_refresh_dagster.refresh.resources import InstagramResource
 from ig_refresh_dagster.refresh.stages import DEFERRAL_LIMIT, MAX_DEFERRAL_WAIT, OUTCOME_TAG
+from ig_refresh_dagster.refresh.tags import BACKGROUND_PRIORITY, PRIORITY, SOURCE, Source
 from ig_refresh_dagster.stores.budget import HourlyBudget, graph_budget_name
+from ig_refresh_dagster.stores.budget_share import background_budget_of
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore, as_utc
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.daemon_helpers import dagster_home, start_daemon
@@ -491,3 +495,77 @@ def test_deferred_refresh_sensor_is_in_the_code_location_and_running_by_default(
         sensor = defs.resolve_sensor_def("deferred_refresh_sensor")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
     assert sensor.job_name == "instagram_refresh_job"
+
+
+def fill_background_shares(instagram: InstagramResource, client: redis.Redis) -> None:
+    """Background traffic has used its whole share of every budget this hour."""
+    for shared in [*instagram.usable_graph_budgets(), instagram.scrape_budget()]:
+        own = background_budget_of(client, shared, instagram.backfill_budget_percent)
+        while own.try_acquire() == 0:
+            pass
+
+
+def test_a_deferred_backfill_refresh_is_retried_within_the_backfill_share(
+    mongo_db, fixtures_dir, standin, resources, accounts, instance, redis_client
+) -> None:
+    """Its retry is still background work: behind event runs, and refused once the share is
+    spent, even with the shared budget free."""
+    busy = accounts["busy.bee"]
+    backfill_run = {**launch_tags(Source.BACKFILL), BACKFILL_TAG: "bf-1"}
+    first = run_refresh(busy.account_id, resources, instance, tags=backfill_run)
+    assert entry(mongo_db, first.run_id)["status"] == "DEFERRED"
+    make_due(mongo_db, first.run_id)
+    lift_block(fixtures_dir, "busy.bee")
+
+    (request,) = tick(resources, instance).run_requests
+    assert (request.tags[SOURCE], request.tags[PRIORITY]) == ("backfill", BACKGROUND_PRIORITY)
+    assert BACKFILL_TAG not in request.tags, "the retry is not a run of the backfill itself"
+    instagram = resources["instagram"]
+    fill_background_shares(instagram, redis_client)
+    scrape_used, asked = instagram.scrape_budget().status().used, len(standin.requests)
+    retry = launch(request, resources, instance)
+
+    assert entry(mongo_db, retry.run_id)["status"] == "DEFERRED"
+    assert instagram.scrape_budget().status().used == scrape_used
+    assert len(standin.requests) == asked
+
+
+def test_a_deferred_freshness_refresh_cannot_refresh_an_account_twice(
+    mongo_db, fixtures_dir, standin, resources, accounts, instance
+) -> None:
+    """The retry was requested, then an event's run refreshed the account first (adopting the
+    deferral): the retry is a freshness run, not an operator's, so the minimum interval
+    applies and it ends SKIPPED instead of refreshing again."""
+    busy = accounts["busy.bee"]
+    first = run_refresh(
+        busy.account_id, resources, instance, tags=launch_tags(Source.FRESHNESS, "busy.bee")
+    )
+    assert entry(mongo_db, first.run_id)["status"] == "DEFERRED"
+    make_due(mongo_db, first.run_id)
+    lift_block(fixtures_dir, "busy.bee")
+    (request,) = tick(resources, instance).run_requests
+    assert (request.tags[SOURCE], request.tags[PRIORITY]) == ("freshness", BACKGROUND_PRIORITY)
+
+    event = run_refresh(busy.account_id, resources, instance, tags=launch_tags(Source.EVENT))
+    assert entry(mongo_db, event.run_id)["status"] == "COMPLETED"
+    assert entry(mongo_db, first.run_id)["retriedBy"] == event.run_id
+    fetched = len(standin.requests)
+    retry = launch(request, resources, instance)
+
+    assert entry(mongo_db, retry.run_id)["status"] == "SKIPPED"
+    assert len(standin.requests) == fetched, "Instagram was asked once"
+    assert tick(resources, instance).run_requests == []
+
+
+def test_a_deferred_operator_launch_is_retried_as_one(
+    mongo_db, standin, resources, accounts, instance
+) -> None:
+    """Materialize in the UI sets no source: its retry has none either (refreshes whatever the
+    minimum interval); a deferral whose run was pruned is retried as an event's."""
+    first = run_refresh(accounts["busy.bee"].account_id, resources, instance)
+    make_due(mongo_db, first.run_id)
+    (request,) = tick(resources, instance).run_requests
+    assert SOURCE not in request.tags and PRIORITY not in request.tags
+    instance.delete_run(first.run_id)
+    (again,) = tick(resources, instance).run_requests
+    assert again.tags[SOURCE] == "event" and PRIORITY not in again.tags
