@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy
 from bson import ObjectId
 from dagster import (
     DagsterEventType,
@@ -569,3 +570,43 @@ def test_a_deferred_operator_launch_is_retried_as_one(
     instance.delete_run(first.run_id)
     (again,) = tick(resources, instance).run_requests
     assert again.tags[SOURCE] == "event" and PRIORITY not in again.tags
+
+
+def test_an_error_tagging_the_deferred_run_does_not_undo_the_deferral(
+    mongo_db, standin, resources, accounts, instance, monkeypatch
+) -> None:
+    """The run-tag write fails just after the deferral was stored. Dagster's run storage cannot
+    be made to fail one write on demand, so ``add_run_tags`` raises what a locked SQLite
+    storage raises, for that one tag only (a stand-in: no real part can fail this way)."""
+    real_add_run_tags = DagsterInstance.add_run_tags
+
+    def add_run_tags(self, run_id: str, new_tags: dict) -> None:
+        if OUTCOME_TAG in new_tags:
+            raise sqlalchemy.exc.OperationalError("UPDATE runs", {}, Exception("locked"))
+        real_add_run_tags(self, run_id, new_tags)
+
+    monkeypatch.setattr(DagsterInstance, "add_run_tags", add_run_tags)
+    first = run_refresh(accounts["busy.bee"].account_id, resources, instance)
+
+    assert first.success
+    log = entry(mongo_db, first.run_id)
+    assert log["status"] == "DEFERRED" and "error" not in log
+    make_due(mongo_db, first.run_id)
+    (request,) = tick(resources, instance).run_requests
+    assert request.tags[RETRY_OF_TAG] == first.run_id
+
+
+def test_a_step_retry_after_the_run_ended_never_reopens_its_entry(mongo_db) -> None:
+    store, account = RefreshLogStore(mongo_db), str(ObjectId())
+    now = datetime.now(UTC)
+    store.start("run-deferred", account, now)
+    store.defer("run-deferred", account, "fetch profile: wait", now, now, now, [])
+
+    assert store.start("run-deferred", account, now) == "DEFERRED", "the retried attempt"
+    store.fail("run-deferred", account, "write refresh log: boom", now)
+    log = entry(mongo_db, "run-deferred")
+    assert log["status"] == "DEFERRED" and "error" not in log
+    store.fail("run-early", account, "load account: boom", now)
+    assert entry(mongo_db, "run-early")["status"] == "FAILED", "no entry yet: written FAILED"
+    assert store.start("run-early", account, now) == "FAILED"
+    assert entry(mongo_db, "run-early")["status"] == "FAILED"

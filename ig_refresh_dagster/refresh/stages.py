@@ -103,7 +103,11 @@ class AccountRefresh:
             )
         with classified("load account"):
             log = self.mongo.refresh_log()
-            log.start(context.run_id, account_id, _now())
+            ended = log.start(context.run_id, account_id, _now())
+        if ended is not None:
+            context.log.warning(f"An earlier attempt of this run ended it {ended}: not run again")
+            return None
+        with classified("load account"):
             retried = log.adopt_deferrals(context.run_id, account_id)
             account = self.mongo.accounts().load(account_id)
         if account.username is None:
@@ -161,7 +165,11 @@ class AccountRefresh:
             )
         retry_at = now + min(timedelta(seconds=exc.retry_after), MAX_DEFERRAL_WAIT)
         log.defer(context.run_id, account.id, reason, retry_at, since, now, exc.notes)
-        tag_current_run(context, {OUTCOME_TAG: "deferred"})
+        # The tag only labels the run: the deferral is stored, and no error may undo it now.
+        try:
+            tag_current_run(context, {OUTCOME_TAG: "deferred"})
+        except Exception as tag_error:
+            context.log.warning(f"run not tagged {OUTCOME_TAG}: {type(tag_error).__name__}")
         context.log.warning(
             f"{reason}; refresh DEFERRED until {retry_at:%Y-%m-%d %H:%M:%S} UTC. This run ends "
             "now without writing the account; deferred_refresh_sensor runs it again then."

@@ -44,6 +44,10 @@ def _identity(run_id: str, account_id: str, now: datetime) -> dict[str, Any]:
 # every open deferral of it: the deferred entries get ``retriedBy`` (that run's id), the new one
 # ``retryOf`` (their ids), so a refresh can be followed from entry to entry until it ends.
 DEFERRED = "DEFERRED"
+# Outcomes that no later error of the same run may turn FAILED.
+ENDED = ("COMPLETED", "SKIPPED", DEFERRED)
+# Outcomes a step retry of the same run never reopens.
+FINAL = (*ENDED, "FAILED")
 
 
 class DeferredRefresh(BaseModel):
@@ -76,7 +80,12 @@ class RefreshLogStore:
         self._coll.create_index("runId", unique=True, partialFilterExpression=RUN_ID_IS_STRING)
         self._coll.create_index([("status", 1), ("retryAt", 1)])
 
-    def start(self, run_id: str, account_id: str, now: datetime) -> None:
+    def start(self, run_id: str, account_id: str, now: datetime) -> str | None:
+        """Opens the run's entry. Returns the status an earlier attempt of this run already
+        ended it with (a step retried after a deferral, say), which stays: None when open."""
+        found = self._coll.find_one(by_run(run_id), {"status": 1})
+        if found is not None and found.get("status") in FINAL:
+            return found["status"]
         self._coll.update_one(
             by_run(run_id),
             {
@@ -85,6 +94,7 @@ class RefreshLogStore:
             },
             upsert=True,
         )
+        return None
 
     def defer(
         self,
@@ -231,15 +241,18 @@ class RefreshLogStore:
         )
 
     def fail(self, run_id: str, account_id: str, error: str, now: datetime) -> None:
-        """Upsert, because a run can fail before its start entry was written."""
-        self._coll.update_one(
-            by_run(run_id),
-            {
-                "$setOnInsert": _identity(run_id, account_id, now),
-                "$set": {"status": "FAILED", "completedAt": now, "error": error},
-            },
-            upsert=True,
+        """Upsert, because a run can fail before its start entry was written. An error after
+        the run ended its entry (a deferral, a completion) leaves that outcome standing."""
+        failed = {"status": "FAILED", "completedAt": now, "error": error}
+        written = self._coll.update_one(
+            {**by_run(run_id), "status": {"$nin": list(ENDED)}}, {"$set": failed}
         )
+        if not written.matched_count:
+            self._coll.update_one(
+                by_run(run_id),
+                {"$setOnInsert": {**_identity(run_id, account_id, now), **failed}},
+                upsert=True,
+            )
 
     def for_run(self, run_id: str) -> dict[str, Any] | None:
         return self._coll.find_one(by_run(run_id))
