@@ -88,9 +88,7 @@ def fake_proc(tmp_path: Path, pid: int, ticks: int, btime: int) -> Path:
     new process, a wall-clock step) is shown to the reaper the way the kernel would show it."""
     (tmp_path / "stat").write_text(f"cpu 1 2 3\nbtime {btime}\n")
     (tmp_path / str(pid)).mkdir(exist_ok=True)
-    (tmp_path / str(pid) / "stat").write_text(
-        f"{pid} (python3 x) S " + "0 " * 18 + f"{ticks} 0\n"
-    )
+    (tmp_path / str(pid) / "stat").write_text(f"{pid} (python3 x) S " + "0 " * 18 + f"{ticks} 0\n")
     return tmp_path
 
 

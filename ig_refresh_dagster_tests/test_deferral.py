@@ -501,7 +501,7 @@ def test_deferred_refresh_sensor_is_in_the_code_location_and_running_by_default(
 def fill_background_shares(instagram: InstagramResource, client: redis.Redis) -> None:
     """Background traffic has used its whole share of every budget this hour."""
     for shared in [*instagram.usable_graph_budgets(), instagram.scrape_budget()]:
-        own = background_budget_of(client, shared, instagram.backfill_budget_percent)
+        own = background_budget_of(shared, instagram.backfill_budget_percent)
         while own.try_acquire() == 0:
             pass
 
