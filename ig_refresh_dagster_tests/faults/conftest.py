@@ -13,6 +13,7 @@ Dagster retried it. Every wait is bounded; every process is stopped by process g
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import threading
@@ -23,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from bson import ObjectId
 from confluent_kafka.admin import AdminClient
 from dagster import DagsterInstance, DagsterRun
 
 from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
+from ig_refresh_dagster.devstack.seed import demo_accounts
 from ig_refresh_dagster.devstack.services import (
     ServiceProcess,
     kafka_bootstrap,
@@ -36,7 +39,11 @@ from ig_refresh_dagster.devstack.services import (
     start_valkey,
 )
 from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS
+from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.refresh.housekeeping.refresh_runs import refresh_runs
+from ig_refresh_dagster.stores.budget import HourlyBudget, graph_budget_name
+from ig_refresh_dagster.stores.budget_journal import BudgetJournal
+from ig_refresh_dagster.stores.cache import cache_key
 from ig_refresh_dagster.stores.mongo import litemongo_uri, open_client
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.daemon_helpers import daemon_env, dagster_home, launch_daemon
@@ -198,6 +205,37 @@ class FaultStack:
             )
             ids.append(str(oid))
         return ids
+
+    def seed_owned(self, count: int) -> list[str]:
+        """``count`` Graph accounts with a cache entry and their owner's authorisation, so a
+        refresh calls Redis (the cache) and the Graph budget again (insights) after its
+        profile fetch."""
+        owner = next(a for a in demo_accounts() if a.auth)
+        cache = redis.Redis.from_url(self.redis_url)
+        ids = []
+        for _ in range(count):
+            oid = ObjectId()
+            cache_id = f"ig-{oid}"
+            self.db["Account"].insert_one(
+                {
+                    "_id": oid,
+                    "platform": "INSTAGRAM",
+                    "handle": owner.username,
+                    "accountId": cache_id,
+                    "instagramAuth": owner.auth,
+                }
+            )
+            entry = {"account": {"handle": owner.username, **owner.before}}
+            cache.set(cache_key(cache_id), json.dumps(entry), ex=3600)
+            ids.append(str(oid))
+        cache.close()
+        return ids
+
+    def graph_budget(self) -> HourlyBudget:
+        """The daemon's Graph budget for its one credential, read through its journal."""
+        name = graph_budget_name(token_fingerprint(self.standin.token))
+        client = redis.Redis.from_url(self.redis_url)
+        return HourlyBudget(client, name, 200, journal=BudgetJournal(self.db))
 
     def publish(self, account_ids: list[str], extra: list[bytes] = ()) -> None:
         self.topics.publish([refresh_event(a) for a in account_ids] + list(extra))
