@@ -610,3 +610,26 @@ def test_a_step_retry_after_the_run_ended_never_reopens_its_entry(mongo_db) -> N
     assert entry(mongo_db, "run-early")["status"] == "FAILED", "no entry yet: written FAILED"
     assert store.start("run-early", account, now) == "FAILED"
     assert entry(mongo_db, "run-early")["status"] == "FAILED"
+
+
+def test_a_retry_whose_deferral_another_run_adopted_first_is_skipped(
+    mongo_db, fixtures_dir, standin, resources, accounts, instance
+) -> None:
+    """An operator's Materialize was deferred; its retry was requested; the account's next
+    event refreshed it first. The retry (an operator launch, so no minimum interval) ends
+    SKIPPED instead of refreshing the account a second time."""
+    busy = accounts["busy.bee"]
+    first = run_refresh(busy.account_id, resources, instance)
+    make_due(mongo_db, first.run_id)
+    lift_block(fixtures_dir, "busy.bee")
+    (request,) = tick(resources, instance).run_requests
+    event = run_refresh(busy.account_id, resources, instance, tags=launch_tags(Source.EVENT))
+    assert entry(mongo_db, first.run_id)["retriedBy"] == event.run_id
+    asked = len(standin.requests)
+
+    retry = launch(request, resources, instance)
+
+    log = entry(mongo_db, retry.run_id)
+    assert log["status"] == "SKIPPED"
+    assert log["reason"] == f"the deferral of run {first.run_id} was retried by {event.run_id}"
+    assert len(standin.requests) == asked

@@ -41,10 +41,10 @@ from ig_refresh_dagster.refresh.launch.requests import (
     retry_tags,
 )
 from ig_refresh_dagster.refresh.resources import InstagramResource, MongoResource
+from ig_refresh_dagster.refresh.tags import RETRY_OF as RETRY_OF_TAG
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.refresh_log import DeferredRefresh
 
-RETRY_OF_TAG = "ig-refresh/retry-of"
 TRIGGER_TAG = "ig-refresh/trigger"
 TRIGGER = "deferred-retry"
 # Bounds one tick's work whatever the backlog (Dagster's evaluation timeout is 60 s).

@@ -23,7 +23,7 @@ from ig_refresh_dagster.instagram.errors import (
 from ig_refresh_dagster.instagram.fetcher import FetchOutcome, ProfileFetcher
 from ig_refresh_dagster.partitions import is_account_id
 from ig_refresh_dagster.refresh.failures import TRANSIENT, classified, is_last_attempt
-from ig_refresh_dagster.refresh.min_interval import name_run, skip_if_recent
+from ig_refresh_dagster.refresh.min_interval import name_run, skip_if_recent, skip_if_superseded
 from ig_refresh_dagster.refresh.outcomes import InsightsOutcome, InsightsStatus
 from ig_refresh_dagster.refresh.resources import InstagramResource, MongoResource, RedisResource
 from ig_refresh_dagster.refresh.run_tags import tag_current_run
@@ -116,7 +116,7 @@ class AccountRefresh:
                 allow_retries=False,
             )
         name_run(context, account)
-        if skip_if_recent(
+        if skip_if_superseded(context, self.mongo, account, retried, _now()) or skip_if_recent(
             context, self.mongo, account, self.instagram.min_refresh_interval_hours, _now()
         ):
             return None

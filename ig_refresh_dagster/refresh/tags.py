@@ -15,6 +15,8 @@ HANDLE = f"{PREFIX}/handle"
 SOURCE = f"{PREFIX}/source"
 FORCE = f"{PREFIX}/force"
 SKIPPED = f"{PREFIX}/skipped"
+# On a deferral's retry run: the run id of the run that deferred.
+RETRY_OF = f"{PREFIX}/retry-of"
 
 PRIORITY = "dagster/priority"
 # Event runs keep Dagster's default priority (0); the queue starts higher numbers first.

@@ -197,6 +197,12 @@ class RefreshLogStore:
         open_deferrals = {"status": DEFERRED, "retriedBy": {"$exists": False}}
         return {str(e["accountId"]) for e in self._coll.find(open_deferrals, {"accountId": 1})}
 
+    def retried_by(self, deferred_run_id: str) -> str | None:
+        """The run that adopted this deferral, if one has."""
+        entry = self._coll.find_one(by_run(deferred_run_id), {"retriedBy": 1})
+        by = (entry or {}).get("retriedBy")
+        return by if isinstance(by, str) else None
+
     def mark_retried(self, deferred_run_id: str, run_id: str) -> None:
         """Records a retry run that Dagster already has, so the deferral is no longer open."""
         self._coll.update_one(
