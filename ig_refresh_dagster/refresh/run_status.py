@@ -46,6 +46,10 @@ FINISH_EVENTS = (
 BATCH = 500
 # A cursor of the version that paged by update time is read again from this much before it.
 OVERLAP_SECONDS = 10.0
+# Each tick reads again this many storage ids (events of any kind) before its position: on
+# PostgreSQL an event can commit after one with a higher id was read. Fewer finish events than
+# a BATCH fit in them, so a tick always reaches past its position (closing is idempotent).
+OVERLAP_STORAGE_IDS = 200
 # With no cursor yet (first deployment), look this far back rather than at all history.
 FIRST_LOOKBACK_SECONDS = 24 * 3600.0
 
@@ -109,7 +113,7 @@ def _finished_since(
     records = instance.fetch_run_status_changes(
         RunStatusChangeRecordsFilter(
             kind,
-            after_storage_id=after,
+            after_storage_id=None if after is None else max(0, after - OVERLAP_STORAGE_IDS),
             after_timestamp=None if after is not None else since,
         ),
         limit=BATCH,
@@ -145,7 +149,7 @@ def refresh_log_reconciler(context: SensorEvaluationContext, mongo: MongoResourc
                 run = runs.get(run_id)
                 if run is not None and statuses.get(run_id, IN_PROGRESS) == IN_PROGRESS:
                     closed += _close(context, mongo, run)
-                positions[kind.value] = storage_id
+                positions[kind.value] = max(storage_id, positions.get(kind.value, 0))
         except STORE_UNAVAILABLE as exc:
             context.log.warning(
                 f"MongoDB unreachable ({type(exc).__name__}); {closed} entries closed, the rest "
