@@ -68,11 +68,12 @@ class AccountRefresh:
 
     def run(self) -> Refreshed | None:
         """None when nothing was refreshed (skipped as too recent, or deferred)."""
-        account = self.load()
+        log, run_id = self.mongo.refresh_log(), self.context.run_id
+        with classified("load account"):
+            done = log.progress(run_id) if self.context.retry_number else {}
+        account = self.load(resumed=bool(done))
         if account is None:
             return None
-        log, run_id = self.mongo.refresh_log(), self.context.run_id
-        done = log.progress(run_id) if self.context.retry_number else {}
         if _FETCHED in done:
             outcome = FetchOutcome.model_validate(done[_FETCHED])
             self.context.log.info("Fetched by an earlier attempt of this run: not fetched again")
@@ -92,7 +93,9 @@ class AccountRefresh:
         self.write_log(outcome, update, cache, insights)
         return Refreshed(outcome=outcome, update=update, cache=cache, insights=insights)
 
-    def load(self) -> AccountRecord | None:
+    def load(self, resumed: bool = False) -> AccountRecord | None:
+        """``resumed``: an earlier attempt of this run already did part of the refresh, so the
+        account's last refresh may be this run's own and is no reason to skip it."""
         context, account_id = self.context, self.context.partition_key
         if not is_account_id(account_id):
             raise Failure(
@@ -116,8 +119,11 @@ class AccountRefresh:
                 allow_retries=False,
             )
         name_run(context, account)
-        if skip_if_superseded(context, self.mongo, account, retried, _now()) or skip_if_recent(
-            context, self.mongo, account, self.instagram.min_refresh_interval_hours, _now()
+        if not resumed and (
+            skip_if_superseded(context, self.mongo, account, retried, _now())
+            or skip_if_recent(
+                context, self.mongo, account, self.instagram.min_refresh_interval_hours, _now()
+            )
         ):
             return None
         retries = f"; retries the deferred run(s) {', '.join(retried)}" if retried else ""
