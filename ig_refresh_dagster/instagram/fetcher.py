@@ -217,7 +217,7 @@ class ProfileFetcher:
                 retry_after=retry_after,
             )
         try:
-            profile = self._scraper.fetch(name)
+            profile = self._scraper.fetch(name, charge=self._scrape_budget.try_acquire)
         except ScrapeBlocked as exc:
             if self.pause_scraping_on_rate_block and exc.reason in _SCRAPE_RATE_BLOCKS:
                 self._block_scrape(exc.retry_after, exc.reason, notes)

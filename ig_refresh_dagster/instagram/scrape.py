@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -46,6 +47,7 @@ from ig_refresh_dagster.instagram.counts import (
 )
 from ig_refresh_dagster.instagram.errors import (
     AccountGone,
+    BudgetExhausted,
     InstagramError,
     ProfileMismatch,
     ScrapeBlocked,
@@ -160,16 +162,44 @@ def _is_instagram(host: str) -> bool:
     return host == INSTAGRAM_DOMAIN or host.endswith(f".{INSTAGRAM_DOMAIN}")
 
 
+# Charges one request to the scrape budget: 0.0 when admitted, else seconds until capacity.
+Charge = Callable[[], float]
+
+
+class _Meter:
+    """The requests of one fetch: the first was paid for by the caller, each later one is
+    charged before it is sent, so the budget counts what Instagram sees."""
+
+    def __init__(self, charge: Charge | None) -> None:
+        self._charge, self._sent = charge, 0
+
+    def before_request(self, name: str) -> None:
+        self._sent += 1
+        if self._sent == 1 or self._charge is None:
+            return
+        wait = self._charge()
+        if wait > 0:
+            raise BudgetExhausted(
+                f"scrape budget spent before request {self._sent} for @{name} (a redirect or "
+                f"the page fallback); retry in {wait:.0f}s",
+                retry_after=wait,
+            )
+
+
 class ProfileScraper:
     def __init__(self, web_url: str = "https://www.instagram.com", timeout: float = 10.0) -> None:
+        self._meter = _Meter(None)
         self.web_url = web_url.rstrip("/")
         self.timeout = timeout
         self.max_bytes = SCRAPE_MAX_BYTES
         self._session = new_session()
         self._redirects = RedirectPolicy(self.web_url)
 
-    def fetch(self, username: str) -> InstagramProfile:
+    def fetch(self, username: str, charge: Charge | None = None) -> InstagramProfile:
+        """``charge`` is asked before every request after the first, which the caller already
+        paid for: redirect hops and the page fallback count against the same budget."""
         name = validate_username(username)
+        self._meter = _Meter(charge)
         try:
             return self._from_json(name)
         except _Inconclusive:
@@ -183,6 +213,7 @@ class ProfileScraper:
         label = Label(f"request for @{name}", "scrape")
         with Deadline(self.timeout) as deadline:
             for _ in range(MAX_REDIRECTS + 1):
+                self._meter.before_request(name)
                 answer = bounded_get(
                     self._session,
                     url,

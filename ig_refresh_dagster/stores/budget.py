@@ -227,6 +227,7 @@ class HourlyBudget:
         self._client = client
         self._journal = journal
         self._clock = clock
+        self._prefix = prefix
         self._base = f"{prefix}:budget:{name}"
         self._inherited = None if inherits is None else f"{prefix}:budget:{inherits}"
         self._log_key, self._blocked_key, self._reason_key, self._epoch_key = (
@@ -241,6 +242,20 @@ class HourlyBudget:
         self._status = client.register_script(_STATUS)
         self._claim = client.register_script(_CLAIM)
         self._rebuild = client.register_script(_REBUILD)
+
+    def share(self, suffix: str, limit_per_hour: int) -> HourlyBudget:
+        """A budget named ``<name>:<suffix>`` kept exactly like this one (same Redis, journal,
+        window and clock), so it survives Redis losing its memory as this one does."""
+        return HourlyBudget(
+            self._client,
+            f"{self.name}:{suffix}",
+            limit_per_hour,
+            window_seconds=self._window_ms // 1000,
+            prefix=self._prefix,
+            journal=self._journal,
+            skew_allowance_seconds=self._skew_ms / 1000,
+            clock=self._clock,
+        )
 
     def try_acquire(self) -> float:
         """Charge one call; 0.0 when admitted, else seconds until capacity returns. With a

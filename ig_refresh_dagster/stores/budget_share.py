@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import redis
 from pydantic import BaseModel
 
 from ig_refresh_dagster.stores.budget import BudgetStatus, HourlyBudget
@@ -21,18 +20,17 @@ def background_limit(limit: int, percent: int) -> int:
     return math.floor(limit * max(0, min(percent, 100)) / 100)
 
 
-def background_budget_of(client: redis.Redis, shared: HourlyBudget, percent: int) -> HourlyBudget:
-    return HourlyBudget(
-        client, f"{shared.name}:background", background_limit(shared.limit, percent)
-    )
+def background_budget_of(shared: HourlyBudget, percent: int) -> HourlyBudget:
+    """Journaled like ``shared``: after Redis loses its memory the share does not restart."""
+    return shared.share("background", background_limit(shared.limit, percent))
 
 
 class BackgroundBudget:
     """The fetcher's ``Budget`` for a background run: its share first, then the shared budget."""
 
-    def __init__(self, client: redis.Redis, shared: HourlyBudget, percent: int) -> None:
+    def __init__(self, shared: HourlyBudget, percent: int) -> None:
         self._shared = shared
-        self._own = background_budget_of(client, shared, percent)
+        self._own = background_budget_of(shared, percent)
 
     def try_acquire(self) -> float:
         wait = self._own.try_acquire()
@@ -101,11 +99,11 @@ class BackgroundCapacity(BaseModel):
         return rooms or "no usable budget"
 
 
-def measure(client: redis.Redis, budgets: list[HourlyBudget], percent: int) -> BackgroundCapacity:
+def measure(budgets: list[HourlyBudget], percent: int) -> BackgroundCapacity:
     rooms = []
     for shared in budgets:
         status = shared.status()
-        own = background_budget_of(client, shared, percent).status()
+        own = background_budget_of(shared, percent).status()
         rooms.append(
             BudgetRoom(
                 name=shared.name,

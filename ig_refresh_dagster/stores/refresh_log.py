@@ -46,6 +46,10 @@ def _identity(run_id: str, account_id: str, now: datetime) -> dict[str, Any]:
 # every open deferral of it: the deferred entries get ``retriedBy`` (that run's id), the new one
 # ``retryOf`` (their ids), so a refresh can be followed from entry to entry until it ends.
 DEFERRED = "DEFERRED"
+# Outcomes that no later error of the same run may turn FAILED.
+ENDED = ("COMPLETED", "SKIPPED", DEFERRED)
+# Outcomes a step retry of the same run never reopens.
+FINAL = (*ENDED, "FAILED")
 
 
 class DeferredRefresh(BaseModel):
@@ -78,7 +82,12 @@ class RefreshLogStore:
         self._coll.create_index("runId", unique=True, partialFilterExpression=RUN_ID_IS_STRING)
         self._coll.create_index([("status", 1), ("retryAt", 1)])
 
-    def start(self, run_id: str, account_id: str, now: datetime) -> None:
+    def start(self, run_id: str, account_id: str, now: datetime) -> str | None:
+        """Opens the run's entry. Returns the status an earlier attempt of this run already
+        ended it with (a step retried after a deferral, say), which stays: None when open."""
+        found = self._coll.find_one(by_run(run_id), {"status": 1})
+        if found is not None and found.get("status") in FINAL:
+            return found["status"]
         self._coll.update_one(
             by_run(run_id),
             {
@@ -87,6 +96,7 @@ class RefreshLogStore:
             },
             upsert=True,
         )
+        return None
 
     def defer(
         self,
@@ -189,6 +199,12 @@ class RefreshLogStore:
         open_deferrals = {"status": DEFERRED, "retriedBy": {"$exists": False}}
         return {str(e["accountId"]) for e in self._coll.find(open_deferrals, {"accountId": 1})}
 
+    def retried_by(self, deferred_run_id: str) -> str | None:
+        """The run that adopted this deferral, if one has."""
+        entry = self._coll.find_one(by_run(deferred_run_id), {"retriedBy": 1})
+        by = (entry or {}).get("retriedBy")
+        return by if isinstance(by, str) else None
+
     def mark_retried(self, deferred_run_id: str, run_id: str) -> None:
         """Records a retry run that Dagster already has, so the deferral is no longer open."""
         self._coll.update_one(
@@ -235,17 +251,20 @@ class RefreshLogStore:
     def fail(
         self, run_id: str, account_id: str, error: str, now: datetime, reason: str | None = None
     ) -> None:
-        """Upsert, because a run can fail before its start entry was written. ``reason`` is
-        the machine code of the cause when one is known (e.g. ``handle_recycled``)."""
+        """Upsert, because a run can fail before its start entry was written. An error after
+        the run ended its entry (a deferral, a completion) leaves that outcome standing.
+        ``reason`` is the machine code of the cause when one is known (``handle_recycled``)."""
         failed = {"status": "FAILED", "completedAt": now, "error": redact(error)}
-        self._coll.update_one(
-            by_run(run_id),
-            {
-                "$setOnInsert": _identity(run_id, account_id, now),
-                "$set": failed | ({"reason": reason} if reason else {}),
-            },
-            upsert=True,
+        failed |= {"reason": reason} if reason else {}
+        written = self._coll.update_one(
+            {**by_run(run_id), "status": {"$nin": list(ENDED)}}, {"$set": failed}
         )
+        if not written.matched_count:
+            self._coll.update_one(
+                by_run(run_id),
+                {"$setOnInsert": {**_identity(run_id, account_id, now), **failed}},
+                upsert=True,
+            )
 
     def for_run(self, run_id: str) -> dict[str, Any] | None:
         return self._coll.find_one(by_run(run_id))

@@ -13,6 +13,9 @@ Dagster retried it. Every wait is bounded; every process is stopped by process g
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -21,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from bson import ObjectId
 from confluent_kafka.admin import AdminClient
-from dagster import DagsterInstance, DagsterRun, RunsFilter
+from dagster import DagsterInstance, DagsterRun
 
 from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
+from ig_refresh_dagster.devstack.seed import demo_accounts
 from ig_refresh_dagster.devstack.services import (
     ServiceProcess,
     kafka_bootstrap,
@@ -34,14 +39,22 @@ from ig_refresh_dagster.devstack.services import (
     start_valkey,
 )
 from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS
+from ig_refresh_dagster.instagram.graph import token_fingerprint
+from ig_refresh_dagster.refresh.run.refresh_runs import refresh_runs
+from ig_refresh_dagster.stores.budget import HourlyBudget, graph_budget_name
+from ig_refresh_dagster.stores.budget_journal import BudgetJournal
+from ig_refresh_dagster.stores.cache import cache_key
 from ig_refresh_dagster.stores.mongo import litemongo_uri, open_client
 from ig_refresh_dagster_tests.conftest import Topics
-from ig_refresh_dagster_tests.support.daemon_helpers import dagster_home, start_daemon
+from ig_refresh_dagster_tests.support.daemon_helpers import (
+    daemon_env,
+    dagster_home,
+    launch_daemon,
+)
 from ig_refresh_dagster_tests.support.kafka_helpers import refresh_event
 from ig_refresh_dagster_tests.support.store_faults import embedded_store_unreachable
 
 TOKEN = "fault-token-do-not-log"
-JOB = "instagram_refresh_job"
 AUTO_RETRY_TAG = "dagster/auto_retry_run_id"
 # Stand-in profiles that refresh without waiting, through Graph or scraping (JSON or HTML). Each
 # can also be scraped: a Graph-only fixture reads as a gone profile when a Redis blip makes the
@@ -110,18 +123,32 @@ class FaultStack:
     def redis_url(self) -> str:
         return redis_url(self.valkey)
 
-    def start_daemon(self) -> None:
-        self.instance()  # creates the SQLite storage first: two processes creating it race
-        self.daemon_starts += 1
-        self.daemon = start_daemon(
+    def env(self) -> dict[str, str]:
+        return daemon_env(
             self.home,
             self.topics,
             self.redis_url,
             self.mongo_uri,
             self.standin,
-            self.root / f"daemon-{self.daemon_starts}.log",
             KAFKA_FETCH_WAIT_MAX_MS=EMBEDDED_BROKER_FETCH_WAIT_MS,
         )
+
+    def start_daemon(self) -> None:
+        self.instance()  # creates the SQLite storage first: two processes creating it race
+        self.daemon_starts += 1
+        self.daemon = launch_daemon(self.env(), self.root / f"daemon-{self.daemon_starts}.log")
+
+    def backfill(self, account_ids: list[str]) -> str:
+        """``ig-refresh backfill --ids …`` as an operator runs it; the backfill's id."""
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "ig-refresh"), "backfill", "--ids", *account_ids],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return done.stdout.split("backfill ")[-1].split()[0]
 
     def kill_daemon(self) -> None:
         """SIGKILL to the daemon's whole process group: daemon, code servers, run workers."""
@@ -183,6 +210,37 @@ class FaultStack:
             ids.append(str(oid))
         return ids
 
+    def seed_owned(self, count: int) -> list[str]:
+        """``count`` Graph accounts with a cache entry and their owner's authorisation, so a
+        refresh calls Redis (the cache) and the Graph budget again (insights) after its
+        profile fetch."""
+        owner = next(a for a in demo_accounts() if a.auth)
+        cache = redis.Redis.from_url(self.redis_url)
+        ids = []
+        for _ in range(count):
+            oid = ObjectId()
+            cache_id = f"ig-{oid}"
+            self.db["Account"].insert_one(
+                {
+                    "_id": oid,
+                    "platform": "INSTAGRAM",
+                    "handle": owner.username,
+                    "accountId": cache_id,
+                    "instagramAuth": owner.auth,
+                }
+            )
+            entry = {"account": {"handle": owner.username, **owner.before}}
+            cache.set(cache_key(cache_id), json.dumps(entry), ex=3600)
+            ids.append(str(oid))
+        cache.close()
+        return ids
+
+    def graph_budget(self) -> HourlyBudget:
+        """The daemon's Graph budget for its one credential, read through its journal."""
+        name = graph_budget_name(token_fingerprint(self.standin.token))
+        client = redis.Redis.from_url(self.redis_url)
+        return HourlyBudget(client, name, 200, journal=BudgetJournal(self.db))
+
     def publish(self, account_ids: list[str], extra: list[bytes] = ()) -> None:
         self.topics.publish([refresh_event(a) for a in account_ids] + list(extra))
 
@@ -192,7 +250,8 @@ class FaultStack:
         return self._instance
 
     def runs(self) -> list[DagsterRun]:
-        return list(self.instance().get_runs(RunsFilter(job_name=JOB)))
+        """Refresh runs of every launch path (sensor runs, backfills as ``__ASSET_JOB``)."""
+        return refresh_runs(self.instance().get_runs())
 
     def entries(self) -> list[dict[str, Any]]:
         return list(self.db["DataRefreshLog"].find({}))

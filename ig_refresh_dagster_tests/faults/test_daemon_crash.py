@@ -64,6 +64,32 @@ def test_killed_daemon_group_recovers_every_refresh_after_restart(stack: FaultSt
         assert retry.tags["dagster/partition"] == killed.tags["dagster/partition"]
 
 
+def test_killed_daemon_group_recovers_a_backfill_refresh_after_restart(stack: FaultStack) -> None:
+    """The same crash for refreshes launched by ``ig-refresh backfill``: their runs are
+    Dagster's implicit ``__ASSET_JOB``, which the reaper, the log reconciler and the retries
+    must see as refresh runs all the same."""
+    accounts = stack.seed(2)
+    stack.standin.gate.clear()
+    backfill_id = stack.backfill(accounts)
+    wait_until(lambda: stack.in_flight_at_gate(1), 120, "a backfill refresh in flight")
+    in_flight = [
+        r
+        for r in stack.runs()
+        if r.status == DagsterRunStatus.STARTED and r.tags.get("dagster/partition") in accounts
+    ]
+    assert in_flight and all(r.tags.get("dagster/backfill") == backfill_id for r in in_flight)
+    assert {r.job_name for r in in_flight} == {"__ASSET_JOB"}
+    stack.kill_daemon()
+    stack.standin.gate.set()
+
+    stack.start_daemon()
+    restarted = time.monotonic()
+    stack.wait_settled(accounts, timeout=180)
+    print(f"\ndaemon restart -> backfill refreshes settled: {time.monotonic() - restarted:.1f}s")
+    entries = [stack.db["DataRefreshLog"].find_one({"runId": r.run_id}) for r in in_flight]
+    assert [e["status"] for e in entries] == ["FAILED"] * len(in_flight)
+
+
 def test_run_worker_killed_alone_is_failed_and_retried(stack: FaultStack) -> None:
     """The OOM killer's way: only the run worker dies; the daemon and code server live on."""
     accounts = stack.seed(2)

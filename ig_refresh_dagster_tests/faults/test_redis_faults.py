@@ -24,7 +24,9 @@ from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.devstack.services import free_port, redis_url
 from ig_refresh_dagster.instagram.errors import BudgetUnavailable
+from ig_refresh_dagster.refresh.launch.requests import launch_tags
 from ig_refresh_dagster.refresh.run.failures import classified
+from ig_refresh_dagster.refresh.run.tags import Source
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.budget_journal import BudgetJournal
 from ig_refresh_dagster.stores.cache import ProfileCache, cache_key
@@ -249,7 +251,8 @@ def test_refresh_retries_through_a_read_only_failover_window(
     """The cache's Redis answers READONLY (a failover demoted it) until the first refused write,
     then is promoted again; the budgets live in another Redis. The refresh is retried from the
     cache stage (Graph is not asked again) and the run succeeds, where a READONLY used to fail
-    it for good."""
+    it for good. It is an event's run: the retried attempt is not skipped by the minimum
+    interval for the refresh its own first attempt wrote."""
     cache_server = valkeys.start()
     cache = redis.Redis(port=cache_server.port)
     account_id = seed_account(mongo_db, handle="natgeo", accountId="ig-1")
@@ -270,10 +273,11 @@ def test_refresh_retries_through_a_read_only_failover_window(
 
     promoter = threading.Thread(target=promote_after_first_refusal, daemon=True)
     promoter.start()
-    result = run_refresh(account_id, resources, instance)
+    result = run_refresh(account_id, resources, instance, tags=launch_tags(Source.EVENT))
     promoter.join(DEADLINE_SECONDS)
 
     assert result.success
+    assert mongo_db["DataRefreshLog"].find_one({"runId": result.run_id})["status"] == "COMPLETED"
     retries = [
         e.dagster_event
         for e in instance.all_logs(result.run_id)

@@ -429,3 +429,40 @@ def test_every_graph_answer_ends_in_a_profile_or_a_taxonomy_error(
         assert rig.kinds() == ["graph", "json"]
     else:
         assert outcome.profile.source == "graph"
+
+
+def _json_walled_page_redirected(rig: Rig) -> None:
+    """The JSON endpoint answers 401, the page redirects once within Instagram, then answers:
+    three requests to Instagram for one profile."""
+    page = load_case("scrape", "html_en_exact")
+    rig.scrape_answers(
+        {
+            **page,
+            "json_response": {"status": 401, "json": {"message": "", "status": "fail"}},
+            "html_response": {"status": 302, "headers": {"Location": "/ada.l/?hl=en"}, "text": ""},
+            "extra_routes": {"/ada.l/?hl=en": page["html_response"]},
+        }
+    )
+
+
+def test_every_request_to_instagram_is_charged_to_the_scrape_budget(
+    httpserver: HTTPServer, redis_client: redis.Redis
+) -> None:
+    rig = Rig(httpserver, redis_client, graph=None)
+    _json_walled_page_redirected(rig)
+    outcome = rig.fetcher.fetch("ada.l")
+    assert outcome.profile.method != "web_profile_json"
+    assert len(httpserver.log) == 3
+    assert rig.scrape_budget.status().used == 3
+
+
+def test_a_budget_spent_mid_fetch_stops_before_the_next_request(
+    httpserver: HTTPServer, redis_client: redis.Redis
+) -> None:
+    rig = Rig(httpserver, redis_client, graph=None, scrape_limit=2)
+    _json_walled_page_redirected(rig)
+    with pytest.raises(BudgetExhausted) as info:
+        rig.fetcher.fetch("ada.l")
+    assert "before request 3 for @ada.l" in info.value.message
+    assert len(httpserver.log) == 2
+    assert rig.scrape_budget.status().used == 2

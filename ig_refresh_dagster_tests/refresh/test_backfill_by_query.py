@@ -149,7 +149,7 @@ def test_cli_dry_run_prints_count_sample_and_eta_at_current_budgets(
 ) -> None:
     for _ in range(8):  # events used 8 of the 10 scrapes, a backfill 1: 1 is left
         HourlyBudget(redis_client, "scrape", 10).try_acquire()
-    BackgroundBudget(redis_client, HourlyBudget(redis_client, "scrape", 10), 50).try_acquire()
+    BackgroundBudget(HourlyBudget(redis_client, "scrape", 10), 50).try_acquire()
     listed = tmp_path / "handles.txt"
     listed.write_text(f"# from the spreadsheet\nbig.stale\n{seeded['small.never']}\nnobody\n")
 
@@ -214,7 +214,7 @@ def test_background_runs_keep_to_their_share_while_event_runs_use_the_rest(
     Graph (the events' reserve)."""
     graph = HourlyBudget(redis_client, graph_budget_name(token_fingerprint(TOKEN)), 200)
     for _ in range(100):  # the share: 50 % of the credential's default 200 calls per hour
-        BackgroundBudget(redis_client, graph, 50).try_acquire()
+        BackgroundBudget(graph, 50).try_acquire()
     httpserver.expect_request(f"/v21.0/{BUSINESS_ID}").respond_with_json(graph_body("natgeo"))
     httpserver.expect_request("/api/v1/users/web_profile_info/").respond_with_json(
         web_profile_body("natgeo")

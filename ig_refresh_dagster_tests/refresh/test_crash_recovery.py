@@ -5,6 +5,7 @@ The whole path on a real daemon is in faults/test_daemon_crash.py."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -28,10 +29,14 @@ from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 from ig_refresh_dagster.refresh.housekeeping.dead_runs import (
     GRPC_INFO_TAG,
     gone_worker,
-    process_start_time,
     refresh_dead_run_reaper,
 )
-from ig_refresh_dagster_tests.refresh.test_run_status_sensors import make_run
+from ig_refresh_dagster.refresh.run.worker import (
+    WORKER_TAG,
+    process_start_ticks,
+    worker_identity_tags,
+)
+from ig_refresh_dagster_tests.refresh.test_run_status_sensors import make_asset_job_run, make_run
 
 
 @pytest.fixture
@@ -40,10 +45,10 @@ def instance() -> Iterator[DagsterInstance]:
         yield inst
 
 
-def started_run(instance: DagsterInstance, pid: int, host: str = "localhost"):
+def started_run(instance: DagsterInstance, pid: int, host: str = "localhost", make=make_run):
     """A refresh run as the DefaultRunLauncher leaves it: launched through a code server on
     ``host``, its worker's pid announced, status STARTED."""
-    run = make_run(instance, str(ObjectId()), **{GRPC_INFO_TAG: json.dumps({"host": host})})
+    run = make(instance, str(ObjectId()), **{GRPC_INFO_TAG: json.dumps({"host": host})})
     instance.report_engine_event(
         f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid)
     )
@@ -80,23 +85,55 @@ def test_run_whose_worker_was_killed_is_failed(instance, worker) -> None:
     assert f"worker process {worker.pid} no longer exists" in failure.message
 
 
+def fake_proc(tmp_path: Path, pid: int, ticks: int, btime: int) -> Path:
+    """A /proc written by the test: what cannot be made on demand (a pid wrapped around to a
+    new process, a wall-clock step) is shown to the reaper the way the kernel would show it."""
+    (tmp_path / "stat").write_text(f"cpu 1 2 3\nbtime {btime}\n")
+    (tmp_path / str(pid)).mkdir(exist_ok=True)
+    (tmp_path / str(pid) / "stat").write_text(f"{pid} (python3 x) S " + "0 " * 18 + f"{ticks} 0\n")
+    return tmp_path
+
+
+def test_asset_job_run_whose_worker_was_killed_is_failed(instance, worker) -> None:
+    """UI Materialize and backfills run as ``__ASSET_JOB``: their dead workers are reaped too."""
+    run = started_run(instance, worker.pid, make=make_asset_job_run)
+    worker.kill()
+    worker.wait(10)
+    reap(instance)
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+
+
 def test_pid_now_held_by_a_newer_process_counts_as_dead(instance, tmp_path: Path) -> None:
-    """A pid cannot be made to wrap around on demand, so this one reads a /proc written by the
-    test: the process holding the worker's pid started a minute after the worker announced
-    itself."""
+    """The worker recorded start tick 5 at launch; the process now holding pid 4242 started at
+    tick 6000."""
     run = started_run(instance, 4242)
-    (event,) = [
-        e
-        for e in instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT)
-        if "Started process" in (e.message or "")
-    ]
-    (tmp_path / "stat").write_text(f"cpu 1 2 3\nbtime {int(event.timestamp) + 60}\n")
-    (tmp_path / "4242").mkdir()
-    (tmp_path / "4242" / "stat").write_text("4242 (python3 x) S " + "0 " * 16 + "5 0 0\n")
-    reason = gone_worker(instance, instance.get_run_by_id(run.run_id), proc=tmp_path)
+    instance.add_run_tags(run.run_id, {WORKER_TAG: "4242:5"})
+    proc = fake_proc(tmp_path, 4242, 6000, int(time.time()) - 3600)
+    reason = gone_worker(instance, instance.get_run_by_id(run.run_id), proc=proc)
     assert reason == "its worker pid 4242 now belongs to a newer process"
-    (tmp_path / "stat").write_text(f"btime {int(event.timestamp) - 60}\n")
-    assert gone_worker(instance, instance.get_run_by_id(run.run_id), proc=tmp_path) is None
+    fake_proc(tmp_path, 4242, 5, int(time.time()) - 3600)
+    assert gone_worker(instance, instance.get_run_by_id(run.run_id), proc=proc) is None
+
+
+def test_live_worker_survives_a_forward_wall_clock_step(instance, worker, tmp_path: Path) -> None:
+    """After an NTP step or a VM resume the kernel reports boot time (``btime``) an hour later,
+    so wall-clock start times of every process move an hour forward; the worker is the same."""
+    ticks = process_start_ticks(worker.pid)
+    assert ticks is not None
+    run = started_run(instance, worker.pid)
+    instance.add_run_tags(run.run_id, {WORKER_TAG: f"{worker.pid}:{ticks}"})
+    stepped = (
+        int(time.time()) + 3600 - int(Path("/proc/uptime").read_text().split()[0].split(".")[0])
+    )
+    proc = fake_proc(tmp_path, worker.pid, ticks, stepped)
+    assert gone_worker(instance, instance.get_run_by_id(run.run_id), proc=proc) is None
+
+
+def test_worker_tags_its_run_with_its_own_identity() -> None:
+    """What the run records at start is what the reaper later reads for the same process."""
+    (tag,) = worker_identity_tags().values()
+    pid, ticks = tag.split(":")
+    assert (int(pid), int(ticks)) == (os.getpid(), process_start_ticks(os.getpid()))
 
 
 def test_zombie_worker_counts_as_dead() -> None:
@@ -106,7 +143,7 @@ def test_zombie_worker_counts_as_dead() -> None:
         assert time.monotonic() < deadline, "child did not exit"
         time.sleep(0.05)
     try:
-        assert process_start_time(proc.pid) is None
+        assert process_start_ticks(proc.pid) is None
     finally:
         proc.wait(10)
 

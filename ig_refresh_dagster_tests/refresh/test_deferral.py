@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy
 from bson import ObjectId
 from dagster import (
     DagsterEventType,
@@ -42,8 +43,12 @@ from ig_refresh_dagster.devstack.seed import (
 from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS
 from ig_refresh_dagster.instagram.graph import token_fingerprint
 from ig_refresh_dagster.refresh.launch.deferral_sensor import RETRY_OF_TAG
+from ig_refresh_dagster.refresh.launch.requests import BACKFILL_TAG, launch_tags
+from ig_refresh_dagster.refresh.run.resources import InstagramResource
 from ig_refresh_dagster.refresh.run.stages import DEFERRAL_LIMIT, MAX_DEFERRAL_WAIT, OUTCOME_TAG
+from ig_refresh_dagster.refresh.run.tags import BACKGROUND_PRIORITY, PRIORITY, SOURCE, Source
 from ig_refresh_dagster.stores.budget import HourlyBudget, graph_budget_name
+from ig_refresh_dagster.stores.budget_share import background_budget_of
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore, as_utc
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.support.daemon_helpers import dagster_home, start_daemon
@@ -496,3 +501,140 @@ def test_deferred_refresh_sensor_is_in_the_code_location_and_running_by_default(
         sensor = defs.resolve_sensor_def("deferred_refresh_sensor")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
     assert sensor.job_name == "instagram_refresh_job"
+
+
+def fill_background_shares(instagram: InstagramResource, client: redis.Redis) -> None:
+    """Background traffic has used its whole share of every budget this hour."""
+    for shared in [*instagram.usable_graph_budgets(), instagram.scrape_budget()]:
+        own = background_budget_of(shared, instagram.backfill_budget_percent)
+        while own.try_acquire() == 0:
+            pass
+
+
+def test_a_deferred_backfill_refresh_is_retried_within_the_backfill_share(
+    mongo_db, fixtures_dir, standin, resources, accounts, instance, redis_client
+) -> None:
+    """Its retry is still background work: behind event runs, and refused once the share is
+    spent, even with the shared budget free."""
+    busy = accounts["busy.bee"]
+    backfill_run = {**launch_tags(Source.BACKFILL), BACKFILL_TAG: "bf-1"}
+    first = run_refresh(busy.account_id, resources, instance, tags=backfill_run)
+    assert entry(mongo_db, first.run_id)["status"] == "DEFERRED"
+    make_due(mongo_db, first.run_id)
+    lift_block(fixtures_dir, "busy.bee")
+
+    (request,) = tick(resources, instance).run_requests
+    assert (request.tags[SOURCE], request.tags[PRIORITY]) == ("backfill", BACKGROUND_PRIORITY)
+    assert BACKFILL_TAG not in request.tags, "the retry is not a run of the backfill itself"
+    instagram = resources["instagram"]
+    fill_background_shares(instagram, redis_client)
+    scrape_used, asked = instagram.scrape_budget().status().used, len(standin.requests)
+    retry = launch(request, resources, instance)
+
+    assert entry(mongo_db, retry.run_id)["status"] == "DEFERRED"
+    assert instagram.scrape_budget().status().used == scrape_used
+    assert len(standin.requests) == asked
+
+
+def test_a_deferred_freshness_refresh_cannot_refresh_an_account_twice(
+    mongo_db, fixtures_dir, standin, resources, accounts, instance
+) -> None:
+    """The retry was requested, then an event's run refreshed the account first (adopting the
+    deferral): the retry is a freshness run, not an operator's, so the minimum interval
+    applies and it ends SKIPPED instead of refreshing again."""
+    busy = accounts["busy.bee"]
+    first = run_refresh(
+        busy.account_id, resources, instance, tags=launch_tags(Source.FRESHNESS, "busy.bee")
+    )
+    assert entry(mongo_db, first.run_id)["status"] == "DEFERRED"
+    make_due(mongo_db, first.run_id)
+    lift_block(fixtures_dir, "busy.bee")
+    (request,) = tick(resources, instance).run_requests
+    assert (request.tags[SOURCE], request.tags[PRIORITY]) == ("freshness", BACKGROUND_PRIORITY)
+
+    event = run_refresh(busy.account_id, resources, instance, tags=launch_tags(Source.EVENT))
+    assert entry(mongo_db, event.run_id)["status"] == "COMPLETED"
+    assert entry(mongo_db, first.run_id)["retriedBy"] == event.run_id
+    fetched = len(standin.requests)
+    retry = launch(request, resources, instance)
+
+    assert entry(mongo_db, retry.run_id)["status"] == "SKIPPED"
+    assert len(standin.requests) == fetched, "Instagram was asked once"
+    assert tick(resources, instance).run_requests == []
+
+
+def test_a_deferred_operator_launch_is_retried_as_one(
+    mongo_db, standin, resources, accounts, instance
+) -> None:
+    """Materialize in the UI sets no source: its retry has none either (refreshes whatever the
+    minimum interval); a deferral whose run was pruned is retried as an event's."""
+    first = run_refresh(accounts["busy.bee"].account_id, resources, instance)
+    make_due(mongo_db, first.run_id)
+    (request,) = tick(resources, instance).run_requests
+    assert SOURCE not in request.tags and PRIORITY not in request.tags
+    instance.delete_run(first.run_id)
+    (again,) = tick(resources, instance).run_requests
+    assert again.tags[SOURCE] == "event" and PRIORITY not in again.tags
+
+
+def test_an_error_tagging_the_deferred_run_does_not_undo_the_deferral(
+    mongo_db, standin, resources, accounts, instance, monkeypatch
+) -> None:
+    """The run-tag write fails just after the deferral was stored. Dagster's run storage cannot
+    be made to fail one write on demand, so ``add_run_tags`` raises what a locked SQLite
+    storage raises, for that one tag only (a stand-in: no real part can fail this way)."""
+    real_add_run_tags = DagsterInstance.add_run_tags
+
+    def add_run_tags(self, run_id: str, new_tags: dict) -> None:
+        if OUTCOME_TAG in new_tags:
+            raise sqlalchemy.exc.OperationalError("UPDATE runs", {}, Exception("locked"))
+        real_add_run_tags(self, run_id, new_tags)
+
+    monkeypatch.setattr(DagsterInstance, "add_run_tags", add_run_tags)
+    first = run_refresh(accounts["busy.bee"].account_id, resources, instance)
+
+    assert first.success
+    log = entry(mongo_db, first.run_id)
+    assert log["status"] == "DEFERRED" and "error" not in log
+    make_due(mongo_db, first.run_id)
+    (request,) = tick(resources, instance).run_requests
+    assert request.tags[RETRY_OF_TAG] == first.run_id
+
+
+def test_a_step_retry_after_the_run_ended_never_reopens_its_entry(mongo_db) -> None:
+    store, account = RefreshLogStore(mongo_db), str(ObjectId())
+    now = datetime.now(UTC)
+    store.start("run-deferred", account, now)
+    store.defer("run-deferred", account, "fetch profile: wait", now, now, now, [])
+
+    assert store.start("run-deferred", account, now) == "DEFERRED", "the retried attempt"
+    store.fail("run-deferred", account, "write refresh log: boom", now)
+    log = entry(mongo_db, "run-deferred")
+    assert log["status"] == "DEFERRED" and "error" not in log
+    store.fail("run-early", account, "load account: boom", now)
+    assert entry(mongo_db, "run-early")["status"] == "FAILED", "no entry yet: written FAILED"
+    assert store.start("run-early", account, now) == "FAILED"
+    assert entry(mongo_db, "run-early")["status"] == "FAILED"
+
+
+def test_a_retry_whose_deferral_another_run_adopted_first_is_skipped(
+    mongo_db, fixtures_dir, standin, resources, accounts, instance
+) -> None:
+    """An operator's Materialize was deferred; its retry was requested; the account's next
+    event refreshed it first. The retry (an operator launch, so no minimum interval) ends
+    SKIPPED instead of refreshing the account a second time."""
+    busy = accounts["busy.bee"]
+    first = run_refresh(busy.account_id, resources, instance)
+    make_due(mongo_db, first.run_id)
+    lift_block(fixtures_dir, "busy.bee")
+    (request,) = tick(resources, instance).run_requests
+    event = run_refresh(busy.account_id, resources, instance, tags=launch_tags(Source.EVENT))
+    assert entry(mongo_db, first.run_id)["retriedBy"] == event.run_id
+    asked = len(standin.requests)
+
+    retry = launch(request, resources, instance)
+
+    log = entry(mongo_db, retry.run_id)
+    assert log["status"] == "SKIPPED"
+    assert log["reason"] == f"the deferral of run {first.run_id} was retried by {event.run_id}"
+    assert len(standin.requests) == asked

@@ -18,6 +18,8 @@ from ig_refresh_dagster import settings
 from ig_refresh_dagster.definitions import build_resources
 from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
 from ig_refresh_dagster.health.config import HealthConfig
+from ig_refresh_dagster.partitions import instagram_accounts
+from ig_refresh_dagster.refresh.run.refresh_runs import PROFILE
 from ig_refresh_dagster.refresh.run.resources import NotConfigured
 from ig_refresh_dagster.settings import SETTINGS, default
 
@@ -38,6 +40,27 @@ def test_external_names_are_as_documented() -> None:
     checks = {key.name for key in asset.check_keys}
     assert checks == {"follower_jump", "profile_complete", "graph_enabled", "account_identity"}
     assert {"mongo", "redis", "kafka", "instagram"} <= set(defs.resources)
+
+
+def test_only_the_refresh_asset_is_partitioned_by_account() -> None:
+    """What lets ``housekeeping/refresh_runs.py`` know a refresh run by its partition: no other
+    asset and no job of another asset runs for an account partition."""
+    from ig_refresh_dagster import defs
+
+    with instance_for_test():
+        graph = defs.resolve_asset_graph()
+        by_account = {
+            key
+            for key in graph.get_all_asset_keys()
+            if graph.get(key).partitions_def == instagram_accounts
+        }
+        jobs = {
+            job.name
+            for job in defs.resolve_all_job_defs()
+            if job.partitions_def == instagram_accounts
+        }
+    assert by_account == {PROFILE}
+    assert jobs <= {"instagram_refresh_job", "__ASSET_JOB"}
 
 
 def test_set_variables_reach_resources_as_env_vars_and_tokens_stay_out_of_config(

@@ -18,7 +18,9 @@ from dagster import (
 from dagster._core.test_utils import create_run_for_test
 
 from ig_refresh_dagster.refresh.launch.freshness import instagram_freshness_sensor
-from ig_refresh_dagster.refresh.run.tags import HANDLE, PRIORITY, SOURCE
+from ig_refresh_dagster.refresh.launch.requests import launch_tags
+from ig_refresh_dagster.refresh.run.refresh_runs import PROFILE
+from ig_refresh_dagster.refresh.run.tags import HANDLE, PRIORITY, SOURCE, Source
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster_tests.support.refresh_helpers import job_resources, seed_account
 
@@ -95,6 +97,27 @@ def test_events_reserve_and_queued_background_runs_shrink_the_request(
     )
     result = evaluate(instance, resources)
     assert handles(result) == ["year", "month"], "3 free, 1 already running (never)"
+
+
+def test_a_running_backfill_takes_its_share_whatever_job_it_runs_as(
+    instance: DagsterInstance, resources, accounts, redis_client: redis.Redis
+) -> None:
+    """Backfills (by query or from the UI) run as ``__ASSET_JOB``: they count all the same."""
+    for _ in range(7):
+        HourlyBudget(redis_client, "scrape", 10).try_acquire()
+    for account, tags in (
+        ("never", launch_tags(Source.BACKFILL)),
+        ("year", {"dagster/backfill": "ui-backfill"}),
+    ):
+        create_run_for_test(
+            instance,
+            job_name="__ASSET_JOB",
+            status=DagsterRunStatus.STARTED,
+            asset_selection=frozenset({PROFILE}),
+            tags={**tags, "dagster/backfill": "bf", "dagster/partition": accounts[account]},
+        )
+    result = evaluate(instance, resources)
+    assert handles(result) == ["month"], "3 free, 2 taken by the running backfill"
 
 
 def test_no_capacity_beyond_the_reserve_skips_with_the_budgets(

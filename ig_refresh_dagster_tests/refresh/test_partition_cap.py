@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from dagster import (
     DagsterRunStatus,
     JobDefinition,
     ReexecutionOptions,
+    RunRequest,
     SensorResult,
     build_sensor_context,
     execute_job,
@@ -36,7 +38,9 @@ from dagster._core.remote_origin import (
     RemoteJobOrigin,
     RemoteRepositoryOrigin,
 )
+from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
 from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.utils import make_new_run_id
 from pytest_httpserver import HTTPServer
 
 from ig_refresh_dagster.definitions import build_resources
@@ -46,6 +50,7 @@ from ig_refresh_dagster.refresh.housekeeping.partition_cap import (
     SETTING,
     AccountPartitionCap,
     account_partition_cap_sensor,
+    plan_cap,
     plan_eviction,
 )
 from ig_refresh_dagster.refresh.housekeeping.retention import PROFILE_ASSET
@@ -228,6 +233,49 @@ def test_a_run_queued_after_the_plan_still_keeps_its_key(instance: DagsterInstan
     )
     assert delete_idle_partitions(instance, instagram_accounts.name, k) == [k[0], k[2]]
     assert remaining(instance) == [k[1]]
+
+
+def reserve_tick(instance: DagsterInstance, partitions: list[str], submitted: int = 0) -> None:
+    """What the sensor daemon writes before it creates a tick's runs one by one: the tick,
+    STARTED, with its run requests and their reserved run ids (``submitted`` already created)."""
+    run_ids = [make_new_run_id() for _ in partitions]
+    instance.create_tick(
+        TickData(
+            instigator_origin_id="intake-origin",
+            instigator_name="instagram_refresh_sensor",
+            instigator_type=InstigatorType.SENSOR,
+            status=TickStatus.STARTED,
+            timestamp=time.time(),
+            selector_id="intake-selector",
+            run_requests=[RunRequest(run_key=f"event:{p}", partition_key=p) for p in partitions],
+            reserved_run_ids=run_ids,
+            run_ids=run_ids[:submitted],
+        )
+    )
+
+
+def test_eviction_racing_a_500_run_tick_never_deletes_a_key_it_is_about_to_run(
+    instance: DagsterInstance, mongo_uri: str, mongo_db
+) -> None:
+    """The pass is planned; then an event tick reserves 500 runs for the accounts refreshed
+    longest ago (exactly those the plan evicts) and creates them over the next 90 s; then
+    the pass deletes. Every key of the tick's runs not created yet stays; the others go."""
+    k = keys(600)
+    instance.add_dynamic_partitions(instagram_accounts.name, k)
+    materialize(instance, *k[500:])
+    refresh_log = MongoResource(uri=mongo_uri).refresh_log()
+    plan = plan_cap(
+        instance, refresh_log, AccountPartitionCap(max_partitions=100, keep_added_within_minutes=0)
+    )
+    assert set(k[:500]) <= set(plan.evict)
+
+    reserve_tick(instance, k[:500], submitted=20)
+    deleted = delete_idle_partitions(instance, instagram_accounts.name, plan.evict)
+
+    assert set(deleted) == set(plan.evict) - set(k[20:500])
+    assert set(k[20:500]) <= set(remaining(instance))
+    outcome = evaluate(instance, mongo_uri, cap=100)
+    assert not evicted(outcome) & set(k[20:500]), "the sensor itself keeps them too"
 
 
 def test_keys_just_added_are_kept_for_their_run(

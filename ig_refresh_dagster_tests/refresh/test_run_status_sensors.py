@@ -15,14 +15,19 @@ from dagster import (
     DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
+    RunsFilter,
     SensorResult,
     build_sensor_context,
     instance_for_test,
 )
+from dagster._core.storage.runs.schema import RunsTable
+from dagster._core.utils import make_new_run_id
+from dagster._record import copy
 
 from ig_refresh_dagster import defs
-from ig_refresh_dagster.refresh.housekeeping.run_status import refresh_log_reconciler
+from ig_refresh_dagster.refresh.housekeeping.run_status import BATCH, refresh_log_reconciler
 from ig_refresh_dagster.refresh.run.job import instagram_refresh_job
+from ig_refresh_dagster.refresh.run.refresh_runs import PARTITION_TAG, PROFILE
 from ig_refresh_dagster.refresh.run.resources import MongoResource
 from ig_refresh_dagster.stores.refresh_log import RefreshLogStore
 from ig_refresh_dagster_tests.support.store_faults import embedded_store_unreachable
@@ -162,3 +167,62 @@ def test_successful_run_whose_entry_was_lost_is_completed(instance, mongo_db, mo
     reconcile(instance, mongo_uri)
     (log,) = entries(mongo_db, run.run_id)
     assert log["status"] == "COMPLETED"
+
+
+def make_asset_job_run(instance: DagsterInstance, account_id: str, **tags: str):
+    """A run as UI Materialize and every backfill create it: Dagster's implicit asset job."""
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={PROFILE})
+    return instance.create_run_for_job(
+        job_def=job,
+        asset_selection=frozenset({PROFILE}),
+        tags={"dagster/partition": account_id, **tags},
+    )
+
+
+def test_crashed_asset_job_run_gets_its_entry_closed(instance, mongo_db, mongo_uri) -> None:
+    account_id = str(ObjectId())
+    run = make_asset_job_run(instance, account_id)
+    assert run.job_name == "__ASSET_JOB"
+    RefreshLogStore(mongo_db).start(run.run_id, account_id, NOW)
+    instance.report_run_failed(run, "run worker exited unexpectedly")
+    result = reconcile(instance, mongo_uri)
+    (log,) = entries(mongo_db, run.run_id)
+    assert log["status"] == "FAILED"
+    assert "checked 1 finished runs, closed 1" in result.skip_reason.skip_message
+
+
+def test_a_burst_of_finished_runs_does_not_stall_the_reconciler(
+    instance, mongo_db, mongo_uri
+) -> None:
+    """More runs than one tick reads finish together (a bulk cancel): later ticks move past
+    them, and a crash after the burst is still closed. The runs are copies of one created run
+    (creating each from the job costs 0.3 s), and their update times are then set to one
+    instant, as a fast machine's bulk cancel leaves them: on this shared machine 520 cancels
+    take longer than the old reconciler's 10 s overlap, which would hide its stall."""
+    burst = BATCH + 20
+    base = make_run(instance, str(ObjectId()))
+    for _ in range(burst - 1):
+        copy_run = copy(base, run_id=make_new_run_id(), tags={PARTITION_TAG: str(ObjectId())})
+        instance.add_run(copy_run)
+    canceled = [*instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.NOT_STARTED]))]
+    assert len(canceled) == burst
+    for run in canceled:
+        instance.report_run_canceled(run)
+    # Their entries are already closed (a cancel the run saw): only the paging is under test.
+    mongo_db["DataRefreshLog"].insert_many(
+        {"runId": r.run_id, "status": "FAILED", "error": "canceled"} for r in canceled
+    )
+    with instance.run_storage.connect() as conn:
+        conn.execute(RunsTable.update().values(update_timestamp=datetime.now()))
+    cursor = None
+    for _ in range(3):
+        cursor = reconcile(instance, mongo_uri, cursor).cursor
+    account_id = str(ObjectId())
+    crashed = make_run(instance, account_id)
+    RefreshLogStore(mongo_db).start(crashed.run_id, account_id, NOW)
+    instance.report_run_failed(crashed, "run worker exited unexpectedly")
+    reconcile(instance, mongo_uri, cursor)
+    (log,) = entries(mongo_db, crashed.run_id)
+    assert log["status"] == "FAILED"
+    assert mongo_db["DataRefreshLog"].count_documents({"status": "IN_PROGRESS"}) == 0
+    assert mongo_db["DataRefreshLog"].count_documents({"status": "FAILED"}) == burst + 1

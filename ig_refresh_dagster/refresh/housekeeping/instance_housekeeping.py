@@ -17,13 +17,17 @@ Adapter around non-public ``DagsterInstance`` surfaces, kept in this one module 
 - the dynamic-partitions table's ``create_timestamp``: when a key was added, which no public
   call returns; a key added moments ago may still be waiting for the run it was added for.
 - ``get_backfills``' asset backfill data: the partitions a backfill in progress still targets.
+- the sensor ticks table: the run requests a tick has reserved but not yet submitted. The
+  daemon writes a tick's requests before it creates their runs, one by one (a 500-run tick
+  takes it about 90 s), and submits what is left on the next tick if one fails; no public call
+  lists them across sensors.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as db
@@ -35,7 +39,15 @@ from dagster import (
     RunsFilter,
 )
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+from dagster._core.scheduler.instigation import (
+    InstigatorTick,
+    InstigatorType,
+    TickData,
+    TickStatus,
+)
 from dagster._core.storage.event_log.schema import DynamicPartitionsTable
+from dagster._core.storage.schedules.schema import JobTickTable
+from dagster._serdes import deserialize_value
 
 ACTIVE = [
     DagsterRunStatus.QUEUED,
@@ -66,6 +78,36 @@ def partitions_in_flight(instance: DagsterInstance) -> set[str]:
     return {key for r in records if (key := r.dagster_run.tags.get(PARTITION_TAG))}
 
 
+# A failed tick's unsubmitted requests are submitted by the sensor's next tick, within minutes.
+PENDING_TICK_WINDOW = timedelta(hours=1)
+
+
+def partitions_in_pending_ticks(instance: DagsterInstance) -> set[str]:
+    """Partitions of run requests that a sensor tick reserved and whose runs do not exist
+    yet: ticks still submitting (STARTED), and failed ticks whose rest the next one submits."""
+    table = JobTickTable
+    cutoff = datetime.now(UTC) - PENDING_TICK_WINDOW
+    query = db.select(table.c.id, table.c.tick_body).where(
+        table.c.type == InstigatorType.SENSOR.value,
+        table.c.status.in_([TickStatus.STARTED.value, TickStatus.FAILURE.value]),
+        table.c.timestamp > cutoff.replace(tzinfo=None),
+    )
+    with instance.schedule_storage.connect() as conn:
+        rows = conn.execute(query).fetchall()
+    keys: set[str] = set()
+    for tick_id, body in rows:
+        tick = InstigatorTick(tick_id, deserialize_value(body, TickData))
+        keys |= {
+            r.partition_key for _, r in tick.unsubmitted_run_ids_with_requests if r.partition_key
+        }
+    return keys
+
+
+def partitions_about_to_run(instance: DagsterInstance) -> set[str]:
+    """Runs in flight and runs a sensor tick is about to create."""
+    return partitions_in_flight(instance) | partitions_in_pending_ticks(instance)
+
+
 # Runs in flight are read again before each batch: a run queued for a key while a pass deletes
 # keys is noticed within one batch (under 2 s), not after the whole pass.
 DELETE_BATCH = 200
@@ -74,11 +116,11 @@ DELETE_BATCH = 200
 def delete_idle_partitions(
     instance: DagsterInstance, partitions_def_name: str, keys: Sequence[str]
 ) -> list[str]:
-    """Deletes those of ``keys`` that no run is queued for or running (a run whose key is gone
-    fails). Returns the keys deleted."""
+    """Deletes those of ``keys`` that no run is queued for, running or about to be created by
+    a sensor tick (a run whose key is gone fails). Returns the keys deleted."""
     deleted: list[str] = []
     for start in range(0, len(keys), DELETE_BATCH):
-        busy = partitions_in_flight(instance)
+        busy = partitions_about_to_run(instance)
         for key in keys[start : start + DELETE_BATCH]:
             if key not in busy:
                 instance.delete_dynamic_partition(partitions_def_name, key)

@@ -9,9 +9,11 @@ first) down to 90 % of the cap, so one new account does not cost an eviction eve
 
 Eviction deletes the key only: runs, events, ``DataRefreshLog`` and the Account stay, and every
 path that launches a refresh (intake, deferral and freshness sensors, backfill by query) adds
-the key back first. Never evicted: a key with a run queued or in progress, a failed run that
-Dagster will retry, an open deferral, a backfill in progress, or added in the last
-``RECENT_MINUTES``: each is about to run against its key, and a run whose key is gone fails.
+the key back first. Never evicted: a key with a run queued or in progress, a run request a
+sensor tick has reserved but not yet submitted (a 500-run tick is submitted over about 90 s,
+and an add request for an existing key renews nothing), a failed run that Dagster will retry,
+an open deferral, a backfill in progress, or added in the last ``RECENT_MINUTES``: each is
+about to run against its key, and a run whose key is gone fails.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster.refresh.housekeeping.instance_housekeeping import (
     delete_idle_partitions,
     latest_materialization_by_partition,
+    partitions_about_to_run,
     partitions_added_within,
     partitions_awaiting_retry,
-    partitions_in_flight,
     partitions_in_requested_backfills,
 )
 from ig_refresh_dagster.refresh.housekeeping.retention import PROFILE_ASSET
@@ -147,7 +149,7 @@ def protected_partitions(
 ) -> set[str]:
     """Keys that something is about to run against (see the module docstring)."""
     return (
-        partitions_in_flight(instance)
+        partitions_about_to_run(instance)
         | partitions_awaiting_retry(instance, datetime.now(UTC) - RETRY_WINDOW)
         | partitions_in_requested_backfills(instance, PROFILE_ASSET)
         | partitions_added_within(

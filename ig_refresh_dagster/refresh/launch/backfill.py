@@ -21,11 +21,12 @@ from dagster import (
 )
 from pydantic import BaseModel, Field, ValidationError
 
-from ig_refresh_dagster.partitions import instagram_accounts, is_account_id
+from ig_refresh_dagster.partitions import is_account_id
 from ig_refresh_dagster.refresh.launch.asset_backfill import submit_asset_backfill
+from ig_refresh_dagster.refresh.launch.requests import add_partitions, launch_tags
 from ig_refresh_dagster.refresh.run.job import instagram_profile
 from ig_refresh_dagster.refresh.run.resources import InstagramResource, MongoResource
-from ig_refresh_dagster.refresh.run.tags import Source, background_tags
+from ig_refresh_dagster.refresh.run.tags import Source
 from ig_refresh_dagster.stores.budget_share import BackgroundCapacity
 from ig_refresh_dagster.stores.selection import (
     AccountQuery,
@@ -109,15 +110,12 @@ def plan_backfill(
 
 def launch_backfill(instance: DagsterInstance, plan: BackfillPlan) -> str:
     """Register the accounts that are not partitions yet, then create the backfill."""
-    known = set(instance.get_dynamic_partitions(instagram_accounts.name))
-    new = [i for i in plan.ids if i not in known]
-    if new:
-        instance.add_dynamic_partitions(instagram_accounts.name, new)
+    add_partitions(instance, plan.ids)
     return submit_asset_backfill(
         instance,
         instagram_profile,
         plan.ids,
-        tags=background_tags(Source.BACKFILL),
+        tags=launch_tags(Source.BACKFILL),
         title=plan.query.describe(),
         description="; ".join(plan.report()[:3])[:1000],
     )

@@ -9,7 +9,10 @@ tick this sensor requests a new run for deferrals whose ``retryAt`` has passed:
   again all at once;
 - one run per account, and none for an account whose retry is already queued;
 - ``run_key = deferred:<deferred run id>``, so each deferral is requested exactly once even if a
-  tick is evaluated twice; a deferral whose retry run already exists is marked as retried.
+  tick is evaluated twice; a deferral whose retry run already exists is marked as retried;
+- with the launch tags of the run that deferred (``launch/requests.py``): a deferred backfill
+  or freshness refresh stays background work within the backfill share, and only an
+  operator's own launch skips the minimum interval when it is retried.
 
 The new run adopts the deferral when it starts (``retryOf`` / ``retriedBy`` in the log). If it
 has to wait again it is deferred again and picked up again here; after ``DEFERRAL_LIMIT`` of
@@ -18,6 +21,7 @@ deferral the run gives up as FAILED (see ``refresh/stages.py``), so nothing wait
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from dagster import (
@@ -30,13 +34,17 @@ from dagster import (
     sensor,
 )
 
-from ig_refresh_dagster.partitions import instagram_accounts
+from ig_refresh_dagster.refresh.launch.requests import (
+    partition_requests,
+    refresh_request,
+    retry_tags,
+)
 from ig_refresh_dagster.refresh.run.job import instagram_refresh_job
 from ig_refresh_dagster.refresh.run.resources import InstagramResource, MongoResource
+from ig_refresh_dagster.refresh.run.tags import RETRY_OF as RETRY_OF_TAG
 from ig_refresh_dagster.stores.budget import HourlyBudget
 from ig_refresh_dagster.stores.refresh_log import DeferredRefresh
 
-RETRY_OF_TAG = "ig-refresh/retry-of"
 TRIGGER_TAG = "ig-refresh/trigger"
 TRIGGER = "deferred-retry"
 # Bounds one tick's work whatever the backlog (Dagster's evaluation timeout is 60 s).
@@ -64,11 +72,13 @@ def budget_capacity(instagram: InstagramResource) -> tuple[int, str]:
     return sum(free for free, _ in parts), ", ".join(why for _, why in parts)
 
 
-def _run_request(deferral: DeferredRefresh) -> RunRequest:
-    return RunRequest(
-        run_key=f"deferred:{deferral.run_id}",
-        partition_key=deferral.account_id,
-        tags={
+def _run_request(deferral: DeferredRefresh, original: Mapping[str, str] | None) -> RunRequest:
+    """Carries the launch tags of the run that deferred (``original``: None when pruned)."""
+    return refresh_request(
+        deferral.account_id,
+        f"deferred:{deferral.run_id}",
+        retry_tags(original),
+        extra={
             "ig-refresh/account-id": deferral.account_id,
             RETRY_OF_TAG: deferral.run_id,
             TRIGGER_TAG: TRIGGER,
@@ -126,11 +136,17 @@ def deferred_refresh_sensor(
         f"capacity {capacity} ({why}; {len(waiting)} retry run(s) not started yet)"
     )
     context.log.info(summary)
-    accounts = list(dict.fromkeys(d.account_id for d in chosen))
+    originals = (
+        {
+            r.run_id: r.tags
+            for r in context.instance.get_runs(RunsFilter(run_ids=[d.run_id for d in chosen]))
+        }
+        if chosen
+        else {}
+    )
+    requests = [_run_request(d, originals.get(d.run_id)) for d in chosen]
     return SensorResult(
-        run_requests=[_run_request(d) for d in chosen],
-        dynamic_partitions_requests=(
-            [instagram_accounts.build_add_request(accounts)] if accounts else []
-        ),
+        run_requests=requests,
+        dynamic_partitions_requests=partition_requests(requests),
         skip_reason=None if chosen else summary,
     )

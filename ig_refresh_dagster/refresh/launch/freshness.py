@@ -11,27 +11,24 @@ fails, and again in the next one.
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
-    DagsterRunStatus,
     DefaultSensorStatus,
-    RunRequest,
-    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     sensor,
 )
 
-from ig_refresh_dagster.partitions import instagram_accounts, is_account_id
+from ig_refresh_dagster.partitions import is_account_id
+from ig_refresh_dagster.refresh.launch.requests import (
+    launch_tags,
+    partition_requests,
+    refresh_request,
+)
 from ig_refresh_dagster.refresh.run.job import instagram_refresh_job
+from ig_refresh_dagster.refresh.run.refresh_runs import account_of, refresh_runs_in_flight
 from ig_refresh_dagster.refresh.run.resources import InstagramResource, MongoResource
-from ig_refresh_dagster.refresh.run.tags import SOURCE, Source, background_tags
+from ig_refresh_dagster.refresh.run.tags import Source, is_background
 from ig_refresh_dagster.stores.selection import AccountSelector
 
-IN_FLIGHT = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-]
 INTERVAL_SECONDS = 300
 
 
@@ -39,19 +36,11 @@ def _window(now: datetime, min_interval_hours: int) -> int:
     return int(now.timestamp() // (max(1, min_interval_hours) * 3600))
 
 
-def _in_flight(context: SensorEvaluationContext, background: int) -> list[str]:
-    """Accounts whose freshness run is still queued or running: not asked for twice."""
-    if not background:
-        return []
-    runs = context.instance.get_runs(
-        RunsFilter(
-            job_name=instagram_refresh_job.name,
-            statuses=IN_FLIGHT,
-            tags={SOURCE: Source.FRESHNESS.value},
-        ),
-        limit=background,
-    )
-    return [r.tags.get("dagster/partition", "") for r in runs]
+def _background_in_flight(context: SensorEvaluationContext) -> list[str]:
+    """Accounts with a background refresh queued or running: a freshness run, a backfill by
+    query, a UI backfill (these run as ``__ASSET_JOB``). Each takes from the same share."""
+    runs = refresh_runs_in_flight(context.instance)
+    return [account_of(run) for run in runs if is_background(run.tags)]
 
 
 @sensor(
@@ -69,13 +58,8 @@ def instagram_freshness_sensor(
 ) -> SensorResult:
     now = datetime.now(UTC)
     capacity = instagram.background_capacity()
-    background = context.instance.get_runs_count(
-        RunsFilter(
-            job_name=instagram_refresh_job.name,
-            statuses=IN_FLIGHT,
-            tags={SOURCE: [Source.FRESHNESS.value, Source.BACKFILL.value]},
-        )
-    )
+    in_flight = _background_in_flight(context)
+    background = len(in_flight)
     room = capacity.free_now - background
     if room <= 0:
         return SensorResult(
@@ -87,7 +71,7 @@ def instagram_freshness_sensor(
     cutoff = now - timedelta(days=instagram.freshness_days)
     overdue = [
         a
-        for a in AccountSelector(mongo.db()).overdue(cutoff, room, _in_flight(context, background))
+        for a in AccountSelector(mongo.db()).overdue(cutoff, room, in_flight)
         if is_account_id(a.id)
     ]
     if not overdue:
@@ -101,14 +85,10 @@ def instagram_freshness_sensor(
         f"{overdue[0].label} (last refreshed {oldest.isoformat() if oldest else 'never'}); "
         f"{capacity.summary()}"
     )
+    requests = [
+        refresh_request(a.id, f"freshness:{a.id}:{window}", launch_tags(Source.FRESHNESS, a.handle))
+        for a in overdue
+    ]
     return SensorResult(
-        run_requests=[
-            RunRequest(
-                run_key=f"freshness:{a.id}:{window}",
-                partition_key=a.id,
-                tags=background_tags(Source.FRESHNESS, a.handle),
-            )
-            for a in overdue
-        ],
-        dynamic_partitions_requests=[instagram_accounts.build_add_request([a.id for a in overdue])],
+        run_requests=requests, dynamic_partitions_requests=partition_requests(requests)
     )

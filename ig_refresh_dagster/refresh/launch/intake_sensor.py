@@ -23,27 +23,32 @@ from pymongo.errors import PyMongoError
 from ig_refresh_dagster.intake.dead_letters import PublishReport
 from ig_refresh_dagster.intake.tick_plan import PlannedRun, TickPlan, plan_tick
 from ig_refresh_dagster.intake.topic_reader import TopicCursor
-from ig_refresh_dagster.partitions import instagram_accounts
+from ig_refresh_dagster.refresh.launch.requests import (
+    launch_tags,
+    partition_requests,
+    refresh_request,
+)
 from ig_refresh_dagster.refresh.run.job import instagram_refresh_job
 from ig_refresh_dagster.refresh.run.resources import KafkaResource, MongoResource
 from ig_refresh_dagster.refresh.run.tags import PREFIX as TAG_PREFIX
-from ig_refresh_dagster.refresh.run.tags import event_tags
+from ig_refresh_dagster.refresh.run.tags import Source
 from ig_refresh_dagster.stores.selection import AccountSelector
 
 LISTED = 10
 
 
 def run_request(run: PlannedRun, handle: str | None = None) -> RunRequest:
-    tags = {
-        **event_tags(handle),
+    about = {
         f"{TAG_PREFIX}/scheduled-at": run.scheduled_at,
         f"{TAG_PREFIX}/source-offset": run.source,
     }
     if run.coalesced:
-        tags[f"{TAG_PREFIX}/coalesced-events"] = str(len(run.coalesced))
+        about[f"{TAG_PREFIX}/coalesced-events"] = str(len(run.coalesced))
     if run.replay_of:
-        tags[f"{TAG_PREFIX}/replay-of"] = run.replay_of
-    return RunRequest(run_key=run.run_key, partition_key=run.account_id, tags=tags)
+        about[f"{TAG_PREFIX}/replay-of"] = run.replay_of
+    return refresh_request(
+        run.account_id, run.run_key, launch_tags(Source.EVENT, handle), extra=about
+    )
 
 
 def _listing(positions: list[str]) -> str:
@@ -114,12 +119,11 @@ def instagram_refresh_sensor(
     # Keys that already exist are skipped by the daemon itself, which checks each one anyway.
     accounts = sorted({run.account_id for run in plan.runs})
     handles = _handles(context, mongo, accounts)
+    requests = [run_request(run, handles.get(run.account_id)) for run in plan.runs]
     return SensorResult(
-        run_requests=[run_request(run, handles.get(run.account_id)) for run in plan.runs],
+        run_requests=requests,
         cursor=polled.cursor.to_json(),
-        dynamic_partitions_requests=(
-            [instagram_accounts.build_add_request(accounts)] if accounts else []
-        ),
+        dynamic_partitions_requests=partition_requests(requests),
         skip_reason=_skip_reason(plan, len(polled.messages), kafka.topic),
     )
 

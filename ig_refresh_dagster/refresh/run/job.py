@@ -33,7 +33,9 @@ from ig_refresh_dagster.refresh.run.checks import (
 )
 from ig_refresh_dagster.refresh.run.failures import TRANSIENT_RETRIES, failure_recorded
 from ig_refresh_dagster.refresh.run.resources import InstagramResource, MongoResource, RedisResource
+from ig_refresh_dagster.refresh.run.run_tags import tag_current_run
 from ig_refresh_dagster.refresh.run.stages import AccountRefresh, IdentityRefused, Refreshed
+from ig_refresh_dagster.refresh.run.worker import worker_identity_tags
 
 
 def _metadata(refreshed: Refreshed) -> dict[str, str | int | float]:
@@ -92,6 +94,9 @@ def instagram_profile(
             allow_retries=False,
         )
     op_context = context.op_execution_context
+    # Which process runs this, for the dead-run reaper (dead_runs.py); a worker that dies
+    # before this line is still found gone once its pid is.
+    tag_current_run(op_context, worker_identity_tags())
     selected = {key.name for key in context.selected_asset_check_keys}
     with failure_recorded(op_context, mongo):
         try:

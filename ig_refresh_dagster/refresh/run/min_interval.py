@@ -4,7 +4,8 @@ Events, the freshness sensor and backfills by query all ask for refreshes indepe
 the platform's own cron may still publish events), so the check lives in the run itself, where
 every path meets: a run that comes too soon after the last refresh ends at its first step,
 SKIPPED in ``DataRefreshLog`` with the reason and tagged ``ig-refresh/skipped``. An operator's
-explicit launch (see ``tags.is_operator_launch``) always refreshes.
+explicit launch (see ``tags.is_operator_launch``) always refreshes. A deferral's retry ends
+SKIPPED the same way when another run adopted the deferral first: one deferral, one refresh.
 """
 
 from collections.abc import Mapping
@@ -13,7 +14,13 @@ from datetime import datetime, timedelta
 from dagster import OpExecutionContext
 
 from ig_refresh_dagster.refresh.run.resources import MongoResource
-from ig_refresh_dagster.refresh.run.tags import HANDLE, SKIPPED, SOURCE, is_operator_launch
+from ig_refresh_dagster.refresh.run.tags import (
+    HANDLE,
+    RETRY_OF,
+    SKIPPED,
+    SOURCE,
+    is_operator_launch,
+)
 from ig_refresh_dagster.stores.accounts import AccountRecord
 
 
@@ -54,7 +61,39 @@ def skip_if_recent(
     reason = skip_reason(context.run.tags, account.last_refresh, now, min_interval_hours)
     if reason is None:
         return False
+    _end_skipped(context, mongo, account, reason, now)
+    return True
+
+
+def skip_if_superseded(
+    context: OpExecutionContext,
+    mongo: MongoResource,
+    account: AccountRecord,
+    adopted: list[str],
+    now: datetime,
+) -> bool:
+    """True when this is a deferral's retry whose deferral another run adopted first (the
+    next event for the account, say): that run refreshes it, so this one ends SKIPPED rather
+    than refresh the account a second time, whoever launched the deferred run."""
+    retry_of = context.run.tags.get(RETRY_OF)
+    if retry_of is None or retry_of in adopted:
+        return False
+    by = mongo.refresh_log().retried_by(retry_of)
+    if by is None or by == context.run_id:
+        return False
+    _end_skipped(
+        context, mongo, account, f"the deferral of run {retry_of} was retried by {by}", now
+    )
+    return True
+
+
+def _end_skipped(
+    context: OpExecutionContext,
+    mongo: MongoResource,
+    account: AccountRecord,
+    reason: str,
+    now: datetime,
+) -> None:
     mongo.refresh_log().skip(context.run_id, reason, now)
     context.instance.add_run_tags(context.run_id, {SKIPPED: reason.split(",")[0]})
     context.log.warning(f"Skipping @{account.username}: {reason}")
-    return True

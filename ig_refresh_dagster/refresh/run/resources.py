@@ -245,9 +245,7 @@ class InstagramResource(ConfigurableResource):
 
     def _charged(self, budget: HourlyBudget) -> Budget:
         if self._background:
-            return BackgroundBudget(
-                self.budget_redis.client(), budget, self.backfill_budget_percent
-            )
+            return BackgroundBudget(budget, self.backfill_budget_percent)
         return budget
 
     def credentials(self) -> list[GraphCredential]:
@@ -282,7 +280,7 @@ class InstagramResource(ConfigurableResource):
         """What the usable budgets leave to background refreshes right now: each credential
         not known to be dead, and scraping."""
         budgets = [*self.usable_graph_budgets(), self.scrape_budget()]
-        return measure(self.budget_redis.client(), budgets, self.backfill_budget_percent)
+        return measure(budgets, self.backfill_budget_percent)
 
     def _budget(self, name: str, limit: int, inherits: str | None = None) -> HourlyBudget:
         return HourlyBudget(

@@ -24,7 +24,7 @@ from ig_refresh_dagster.instagram.errors import (
 from ig_refresh_dagster.instagram.fetcher import FetchOutcome, ProfileFetcher
 from ig_refresh_dagster.partitions import is_account_id
 from ig_refresh_dagster.refresh.run.failures import TRANSIENT, classified, is_last_attempt
-from ig_refresh_dagster.refresh.run.min_interval import name_run, skip_if_recent
+from ig_refresh_dagster.refresh.run.min_interval import name_run, skip_if_recent, skip_if_superseded
 from ig_refresh_dagster.refresh.run.outcomes import InsightsOutcome, InsightsStatus
 from ig_refresh_dagster.refresh.run.resources import InstagramResource, MongoResource, RedisResource
 from ig_refresh_dagster.refresh.run.run_tags import tag_current_run
@@ -86,11 +86,12 @@ class AccountRefresh:
 
     def run(self) -> Refreshed | None:
         """None when nothing was refreshed (skipped as too recent, or deferred)."""
-        account = self.load()
+        log, run_id = self.mongo.refresh_log(), self.context.run_id
+        with classified("load account"):
+            done = log.progress(run_id) if self.context.retry_number else {}
+        account = self.load(resumed=bool(done))
         if account is None:
             return None
-        log, run_id = self.mongo.refresh_log(), self.context.run_id
-        done = log.progress(run_id) if self.context.retry_number else {}
         if _FETCHED in done:
             outcome = FetchOutcome.model_validate(done[_FETCHED])
             self.context.log.info("Fetched by an earlier attempt of this run: not fetched again")
@@ -111,7 +112,9 @@ class AccountRefresh:
         self.write_log(outcome, update, cache, insights)
         return Refreshed(outcome=outcome, update=update, cache=cache, insights=insights)
 
-    def load(self) -> AccountRecord | None:
+    def load(self, resumed: bool = False) -> AccountRecord | None:
+        """``resumed``: an earlier attempt of this run already did part of the refresh, so the
+        account's last refresh may be this run's own and is no reason to skip it."""
         context, account_id = self.context, self.context.partition_key
         if not is_account_id(account_id):
             raise Failure(
@@ -122,7 +125,11 @@ class AccountRefresh:
             )
         with classified("load account"):
             log = self.mongo.refresh_log()
-            log.start(context.run_id, account_id, _now())
+            ended = log.start(context.run_id, account_id, _now())
+        if ended is not None:
+            context.log.warning(f"An earlier attempt of this run ended it {ended}: not run again")
+            return None
+        with classified("load account"):
             retried = log.adopt_deferrals(context.run_id, account_id)
             account = self.mongo.accounts().load(account_id)
         if account.username is None:
@@ -131,8 +138,11 @@ class AccountRefresh:
                 allow_retries=False,
             )
         name_run(context, account)
-        if skip_if_recent(
-            context, self.mongo, account, self.instagram.min_refresh_interval_hours, _now()
+        if not resumed and (
+            skip_if_superseded(context, self.mongo, account, retried, _now())
+            or skip_if_recent(
+                context, self.mongo, account, self.instagram.min_refresh_interval_hours, _now()
+            )
         ):
             return None
         retries = f"; retries the deferred run(s) {', '.join(retried)}" if retried else ""
@@ -180,7 +190,11 @@ class AccountRefresh:
             )
         retry_at = now + min(timedelta(seconds=exc.retry_after), MAX_DEFERRAL_WAIT)
         log.defer(context.run_id, account.id, reason, retry_at, since, now, exc.notes)
-        tag_current_run(context, {OUTCOME_TAG: "deferred"})
+        # The tag only labels the run: the deferral is stored, and no error may undo it now.
+        try:
+            tag_current_run(context, {OUTCOME_TAG: "deferred"})
+        except Exception as tag_error:
+            context.log.warning(f"run not tagged {OUTCOME_TAG}: {type(tag_error).__name__}")
         context.log.warning(
             f"{reason}; refresh DEFERRED until {retry_at:%Y-%m-%d %H:%M:%S} UTC. This run ends "
             "now without writing the account; deferred_refresh_sensor runs it again then."

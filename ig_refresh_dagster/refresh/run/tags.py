@@ -3,7 +3,8 @@
 Tags stay short and never repeat Dagster's own (``dagster/partition`` already holds the account
 id). ``ig-refresh/source`` names the automatic path that requested a run; a run without it was
 launched by hand (Materialize, a UI backfill, a re-execution), which is how the minimum-interval
-guard and the budget share tell operators' runs from background traffic.
+guard and the budget share tell operators' runs from background traffic. Requests get their
+tags from ``launch/requests.py``.
 """
 
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ HANDLE = f"{PREFIX}/handle"
 SOURCE = f"{PREFIX}/source"
 FORCE = f"{PREFIX}/force"
 SKIPPED = f"{PREFIX}/skipped"
+# On a deferral's retry run: the run id of the run that deferred.
+RETRY_OF = f"{PREFIX}/retry-of"
 
 PRIORITY = "dagster/priority"
 # Event runs keep Dagster's default priority (0); the queue starts higher numbers first.
@@ -32,15 +35,6 @@ class Source(StrEnum):
 
 def handle_tag(handle: str | None) -> dict[str, str]:
     return {HANDLE: handle} if handle else {}
-
-
-def event_tags(handle: str | None) -> dict[str, str]:
-    return {SOURCE: Source.EVENT.value, **handle_tag(handle)}
-
-
-def background_tags(source: Source, handle: str | None = None) -> dict[str, str]:
-    """Freshness and backfill runs: queued behind event runs."""
-    return {SOURCE: source.value, PRIORITY: BACKGROUND_PRIORITY, **handle_tag(handle)}
 
 
 def is_background(tags: Mapping[str, str]) -> bool:
