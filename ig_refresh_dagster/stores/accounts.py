@@ -113,7 +113,7 @@ class AccountStore:
 
     def ensure_indexes(self) -> None:
         """Handle look-ups (the history page, backfill by handles) scan the collection
-        without one: 3 s at 300k accounts on the embedded store (README, "Scale")."""
+        without one: 3 s at 300k accounts on the embedded store (docs/scale.md)."""
         self._coll.create_index("handle")
 
     def load(self, account_id: str) -> AccountRecord:

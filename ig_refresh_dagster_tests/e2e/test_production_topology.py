@@ -55,7 +55,7 @@ BUSINESS_ID = "17841400000000000"
 BIN = Path(sys.executable).parent
 JOB = "instagram_refresh_job"
 TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-# Rows one daemon-launched refresh run writes to the event log, DEBUG included (README,
+# Rows one daemon-launched refresh run writes to the event log, DEBUG included (docs/production.md,
 # "Bounded storage"). Measured: 28, 33 KiB, with the refresh as one step (88 with seven steps,
 # 110 before the instance yamls dropped DEBUG log lines), before the account_identity check
 # added two rows (planned, and Dagster's line that it was not yielded). The bound is 30.

@@ -113,9 +113,9 @@ def test_unset_service_variable_is_a_clear_configuration_error(
         use()
 
 
-def test_every_setting_is_in_the_readme_configuration_table() -> None:
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    table_rows = [line for line in readme.splitlines() if line.startswith("| `")]
+def test_every_setting_is_in_the_configuration_table() -> None:
+    page = (PROJECT_ROOT / "docs" / "configuration.md").read_text()
+    table_rows = [line for line in page.splitlines() if line.startswith("| `")]
     documented = {row.split("`")[1] for row in table_rows}
     assert set(SETTINGS) <= documented, sorted(set(SETTINGS) - documented)
 

@@ -1,5 +1,5 @@
 """What one refresh run leaves in Dagster's event log with the repository's own dagster.yaml
-(README, "Bounded storage"): a count of rows, DEBUG included, not a time.
+(docs/production.md, "Bounded storage"): a count of rows, DEBUG included, not a time.
 
 The refresh runs in process against a temporary SQLite instance configured by dagster.yaml;
 a daemon-launched run adds its queue and launch events on top (checked on PostgreSQL in

@@ -401,7 +401,7 @@ def test_a_reexecution_of_an_evicted_account_fails_until_its_key_is_back(
 ) -> None:
     """Dagster runs a re-execution against its parent's partition and fails it when that key
     is gone. Run retries are covered by never evicting a key whose run will be retried; a
-    re-execution by hand needs the key added back first (README, "Scale")."""
+    re-execution by hand needs the key added back first (docs/scale.md)."""
     job = reconstructable(scrape_job_for_cap_tests)
     account = seed_account(mongo_db, handle="janedoe")
     instance.add_dynamic_partitions(instagram_accounts.name, [account])

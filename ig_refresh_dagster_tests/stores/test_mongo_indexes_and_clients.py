@@ -1,6 +1,6 @@
 """MongoDB indexes that coexist with what the collections already hold, index failures that never
 fail a refresh, and one client per URI for the life of the process (litemongo stands in for
-MongoDB: what holds only on real MongoDB is listed in the README)."""
+MongoDB: what holds only on real MongoDB is listed in docs/embedded-stack.md)."""
 
 from __future__ import annotations
 

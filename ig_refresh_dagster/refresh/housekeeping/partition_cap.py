@@ -2,7 +2,7 @@
 
 Dagster's asset page loads every partition key with its status in one query whose time grows
 with the number of keys, and its partition-status cache is keyed on the whole key set, so each
-new key makes the next load slower still (README, "Scale"). ``instagram_accounts`` therefore
+new key makes the next load slower still (docs/scale.md). ``instagram_accounts`` therefore
 holds the active accounts only: when it grows past ``INSTAGRAM_MAX_ACCOUNT_PARTITIONS``,
 ``account_partition_cap_sensor`` deletes the keys refreshed longest ago (never-refreshed keys
 first) down to 90 % of the cap, so one new account does not cost an eviction every tick.
