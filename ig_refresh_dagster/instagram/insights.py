@@ -151,21 +151,31 @@ def _rejected_metrics(error: Any, requested: list[str], token: str) -> _Rejectio
     metrics that names none gives an empty list.
     """
     code, subcode, message = error_parts(error, token)
-    if code != 100 or subcode in _NOT_A_METRIC_SUBCODES or "metric" not in message.lower():
+    # Read what Graph said, not its redacted form: redaction hides any 6-character piece of a
+    # secret, and a secret may share one with "metric" or a metric's name. Only our own metric
+    # names are taken from it; the message kept for display is the redacted one.
+    said = _raw_message(error)
+    if code != 100 or subcode in _NOT_A_METRIC_SUBCODES or "metric" not in said.lower():
         return None
-    indexes = [int(i) for i in _METRIC_INDEX.findall(message)]
+    indexes = [int(i) for i in _METRIC_INDEX.findall(said)]
     named = [requested[i] for i in indexes if i < len(requested)]
     if not indexes:
-        head = _VALID_LIST.split(message, maxsplit=1)[0]
+        head = _VALID_LIST.split(said, maxsplit=1)[0]
         named = [m for m in requested if re.search(rf"(?<!\w){re.escape(m)}(?!\w)", head)]
     return _Rejection(list(dict.fromkeys(named)), message)
 
 
+def _raw_message(error: Any) -> str:
+    """Graph's own message, for deciding only: never logged or stored as is."""
+    message = error.get("message") if isinstance(error, dict) else None
+    return str(message or "")[:300]
+
+
 def _media_without_insights(error: Any, token: str) -> bool:
-    code, subcode, message = error_parts(error, token)
+    code, subcode, _ = error_parts(error, token)
     if subcode in _MEDIA_WITHOUT_INSIGHTS_SUBCODES:
         return True
-    return code == 10 and "not enough viewers" in message.lower()
+    return code == 10 and "not enough viewers" in _raw_message(error).lower()
 
 
 class _MediaWithoutInsights(Exception):

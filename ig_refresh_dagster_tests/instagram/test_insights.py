@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
+from ig_refresh_dagster import redaction
 from ig_refresh_dagster.devstack.instagram_standin import response_from_spec
 from ig_refresh_dagster.instagram import (
     GraphAuthError,
@@ -261,9 +262,15 @@ def test_each_media_is_asked_what_its_product_type_offers(httpserver: HTTPServer
     assert insights.media[3].metrics == {"reach": 15200, "shares": 95, "total_interactions": 2219}
 
 
-def test_media_metric_refused_once_is_not_asked_again_of_that_kind(httpserver: HTTPServer) -> None:
+@pytest.mark.parametrize("secret", [None, "pw-views-metrics-42"])
+def test_media_metric_refused_once_is_not_asked_again_of_that_kind(
+    httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch, secret: str | None
+) -> None:
     """Graph refuses `views` for this account's feed images: the first image costs one refused
-    call, the next feed image is asked without it, a reel still with it."""
+    call, the next feed image is asked without it, a reel still with it. Also when a known
+    secret shares 6 characters with "metric" or "views": redaction hides those in what is
+    shown, never in what Graph's answer is read for."""
+    monkeypatch.setattr(redaction, "_registered", {secret} if secret else set())
     images = [
         RecentMedia(id=media_id, media_type="IMAGE", media_product_type="FEED")
         for media_id in ("17900000000000005", "17900000000000006")
