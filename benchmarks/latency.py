@@ -16,29 +16,25 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-import redis
 import requests
 from bson import ObjectId
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
-from benchmarks.run import event, seed_copies
+from benchmarks.run import event, graph_account_stack, seed_copies
 from ig_refresh_dagster.devstack.demo import WORKSPACE
 from ig_refresh_dagster.devstack.seed import (
     DemoEvent,
-    demo_accounts,
     ensure_topics,
     publish,
 )
-from ig_refresh_dagster.devstack.seed import seed_accounts as seed_demo_accounts
-from ig_refresh_dagster.devstack.stack import EmbeddedStack, embedded_stack, venv_bin
+from ig_refresh_dagster.devstack.stack import EmbeddedStack, venv_bin
 from ig_refresh_dagster.stores.mongo import open_client
 
 EVENTS = 24
@@ -249,26 +245,9 @@ def bench_trickle(stack: EmbeddedStack, db: Any, account: Any) -> dict[str, Any]
 
 
 def main() -> None:
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        embedded_stack(Path(tmp), Path(tmp) / "home") as stack,
-    ):
-        stack.env["INSTAGRAM_MIN_REFRESH_INTERVAL_HOURS"] = "0"
-        os.environ.update(stack.env)
-        account = next(a for a in demo_accounts() if a.expected == "graph")
-        client = open_client(stack.env["MONGODB_URI"])
-        db = client[stack.setting("MONGODB_DATABASE")]
-        seed_demo_accounts(db, redis.Redis.from_url(stack.env["REDIS_URL"]), [account])
-        ensure_topics(
-            stack.env["KAFKA_BOOTSTRAP_SERVERS"],
-            {
-                stack.setting("INSTAGRAM_REFRESH_TOPIC"): 3,
-                stack.setting("INSTAGRAM_REFRESH_DLQ_TOPIC"): 1,
-            },
-        )
+    with graph_account_stack() as (stack, db, account):
         baseline = hand_written_consumer(stack, db, account.username)
         trickle = bench_trickle(stack, db, account)
-        client.close()
     worker = run_worker_cpu()
     load = os.getloadavg()[0]
     totals = trickle["totals"]

@@ -19,12 +19,14 @@ Run with ``make bench``. Nothing here is asserted; the numbers go into issue not
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import redis
 import requests
@@ -35,6 +37,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, build_sensor_
 from ig_refresh_dagster.devstack.demo import WORKSPACE
 from ig_refresh_dagster.devstack.event_log import EventLogFootprint, run_footprint
 from ig_refresh_dagster.devstack.seed import (
+    DemoAccount,
     DemoEvent,
     demo_accounts,
     ensure_topics,
@@ -253,7 +256,9 @@ def bench_backfill(stack: EmbeddedStack, db, account) -> tuple[float, float, flo
     )
 
 
-def main() -> None:
+@contextlib.contextmanager
+def graph_account_stack() -> Iterator[tuple[EmbeddedStack, Any, DemoAccount]]:
+    """The embedded stack with one Graph-answerable demo account seeded and the topics made."""
     with (
         tempfile.TemporaryDirectory() as tmp,
         embedded_stack(Path(tmp), Path(tmp) / "home") as stack,
@@ -273,6 +278,14 @@ def main() -> None:
                 stack.setting("INSTAGRAM_REFRESH_DLQ_TOPIC"): 1,
             },
         )
+        try:
+            yield stack, db, account
+        finally:
+            client.close()
+
+
+def main() -> None:
+    with graph_account_stack() as (stack, db, account):
         baseline, tick = bench_sensor(
             stack.env["KAFKA_BOOTSTRAP_SERVERS"],
             stack.dagster_home,
@@ -280,7 +293,6 @@ def main() -> None:
         )
         in_process, e2e, in_run, to_request, footprint = bench_refresh(stack, account.account_id)
         sensor_runs, backfill_runs, backfill_wait = bench_backfill(stack, db, account)
-        client.close()
     rows = [
         ("bare confluent-kafka read of 1,000 messages (baseline)", baseline, baseline),
         ("sensor tick on a 1,000-event backlog", tick, baseline),

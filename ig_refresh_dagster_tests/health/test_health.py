@@ -34,6 +34,7 @@ from ig_refresh_dagster.refresh.launch.intake_sensor import instagram_refresh_se
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.support.kafka_front_door import KafkaFrontDoor
+from ig_refresh_dagster_tests.support.sidecar_http import request
 
 VENV_BIN = Path(sys.executable).parent
 TOKEN = "EAAGtest-secret-token-0123456789abcdef"
@@ -42,16 +43,6 @@ CRITICAL = {"kafka", "mongodb", "redis", "budget_redis", "dagster_daemon", "refr
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def request(server: HealthServer, path: str, method: str = "GET") -> tuple[int, Any, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    try:
-        conn.request(method, path)
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        conn.close()
 
 
 def ready(config: HealthConfig) -> tuple[int, dict[str, Any], bytes]:

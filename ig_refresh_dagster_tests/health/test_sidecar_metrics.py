@@ -4,7 +4,6 @@ refresh sensor's cursor), parsed with prometheus-client's own parser."""
 
 from __future__ import annotations
 
-import http.client
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -45,6 +44,7 @@ from ig_refresh_dagster.stores.budget import (
 from ig_refresh_dagster.stores.fetch_memory import FetchMemory
 from ig_refresh_dagster.stores.history import ProfileHistoryStore
 from ig_refresh_dagster_tests.conftest import Topics
+from ig_refresh_dagster_tests.support.sidecar_http import request as get
 
 TOKEN = "EAAGmetrics-secret-token-0123456789"
 GRAPH = graph_budget_name(token_fingerprint(TOKEN))  # the credential's own budget
@@ -53,16 +53,6 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def naive_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def get(server: HealthServer, path: str, method: str = "GET") -> tuple[int, Any, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    try:
-        conn.request(method, path)
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        conn.close()
 
 
 def parse(body: bytes) -> Samples:
