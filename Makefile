@@ -20,7 +20,7 @@ test: venv browser ## the whole suite, starting its own broker, valkey and HTTP 
 	$(VENV)/python -m pytest $(TESTS)
 
 test-quick: venv   ## the inner loop: every test that needs no daemon and is not marked slow
-	$(VENV)/python -m pytest $(TESTS) -m "not slow and not daemon" -q
+	$(VENV)/python -m pytest $(TESTS) -m "not slow and not daemon" -q -n 3 --dist loadfile
 
 lint: venv         ## ruff, the layering contracts in .importlinter, and the docs site (strict)
 	$(VENV)/ruff check . && $(VENV)/ruff format --check . && $(VENV)/lint-imports \

@@ -44,6 +44,8 @@ setup(
             "pytest==9.2.0",
             "pytest-httpserver==1.2.0",
             "pytest-timeout==2.4.0",
+            # `make test-quick` spreads its files over 3 workers (its tests mostly wait on I/O)
+            "pytest-xdist==3.8.0",
             "hypothesis==6.170.17",
             # Coverage-guided fuzzing of the intake parse/plan path (test_intake_properties.py).
             "atheris==3.0.0",

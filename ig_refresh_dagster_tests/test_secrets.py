@@ -214,6 +214,7 @@ def fetch(port: int, path: str) -> str:
         conn.close()
 
 
+@pytest.mark.slow
 def test_no_fragment_of_any_secret_reaches_any_sidecar_channel(
     redis_server: ServiceProcess, tmp_path: Path
 ) -> None:

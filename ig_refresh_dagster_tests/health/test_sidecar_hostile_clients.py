@@ -86,6 +86,7 @@ def sidecar_process(tmp_path: Path) -> Iterator[tuple[ServiceProcess, int]]:
         sidecar.stop(timeout=30)
 
 
+@pytest.mark.slow
 def test_2000_idle_connections_leave_health_answering_with_bounded_threads_and_memory(
     sidecar_process: tuple[ServiceProcess, int],
 ) -> None:

@@ -191,6 +191,7 @@ def test_crashed_asset_job_run_gets_its_entry_closed(instance, mongo_db, mongo_u
     assert "checked 1 finished runs, closed 1" in result.skip_reason.skip_message
 
 
+@pytest.mark.slow
 def test_a_burst_of_finished_runs_does_not_stall_the_reconciler(
     instance, mongo_db, mongo_uri
 ) -> None:
