@@ -301,21 +301,25 @@ class HealthServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> HealthServer:
-        """Binds now (raising OSError if the port is taken), then serves in a daemon thread."""
+        """Binds now (raising OSError if the port is taken), then serves in a daemon thread
+        with an event loop of its own: the caller may be running a loop already (Playwright's
+        sync API, a notebook), so nothing here runs on the caller's thread's loop."""
+        listener = socket.create_server(
+            (self.config.host, self.config.port), backlog=1024, reuse_port=False
+        )
         loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="health-http", daemon=True)
+        thread.start()
+        serving = asyncio.start_server(self.connections.handle, sock=listener, limit=MAX_HEAD_BYTES)
         try:
-            listener = socket.create_server(
-                (self.config.host, self.config.port), backlog=1024, reuse_port=False
-            )
-            self._server = loop.run_until_complete(
-                asyncio.start_server(self.connections.handle, sock=listener, limit=MAX_HEAD_BYTES)
-            )
+            self._server = asyncio.run_coroutine_threadsafe(serving, loop).result(timeout=30)
         except BaseException:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
             loop.close()
+            listener.close()
             raise
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="health-http", daemon=True)
-        self._thread.start()
+        self._loop, self._thread = loop, thread
         return self
 
     @property

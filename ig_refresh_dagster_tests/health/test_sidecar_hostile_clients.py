@@ -5,6 +5,7 @@ memory and threads are measured)."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import socket
 import time
@@ -128,6 +129,17 @@ def test_connections_beyond_the_limit_are_closed_on_arrival_and_the_server_recov
         while server.connections.open and time.monotonic() < deadline:
             time.sleep(0.05)
         assert get(server.port, "/health")[0] == 200
+
+
+def test_it_starts_and_stops_under_a_caller_that_runs_an_event_loop() -> None:
+    """Started from code that runs its own asyncio loop (Playwright's sync API does): the
+    sidecar's loop lives in its own thread and never touches the caller's."""
+
+    async def caller() -> int:
+        with HealthServer(HealthConfig(host="127.0.0.1", port=0)) as server:
+            return get(server.port, "/health")[0]
+
+    assert asyncio.run(caller()) == 200
 
 
 @pytest.mark.parametrize(
