@@ -6,7 +6,12 @@ of the tick that requested the run; zero when a tick was already polling), the t
 daemon creating the run (→ RUN_ENQUEUED), the queue (→ RUN_STARTING: the
 coordinator dequeues and launches it), the launch (→ RUN_START: a new process imports Dagster
 and loads ``defs``), and the run itself (→ the ``lastDataRefresh`` the upsert wrote).
-``make bench`` runs it; ``.venv/bin/python -m benchmarks.latency`` runs it alone (3 minutes).
+The trickle runs twice, each on a fresh stack: with Dagster's ``DefaultRunLauncher`` (each run
+a spawned interpreter; the baseline) and with the project's ``WarmRunLauncher``; the CPU every
+process of the daemon's group spent per refresh is printed for both.
+``make bench`` runs it; ``.venv/bin/python -m benchmarks.latency`` runs it alone (6 minutes).
+``--sensor-loop-experiment`` adds a third trickle whose daemon has Dagster's 5 s sensor loop
+patched to 1 s, to measure what that constant costs (never how the product runs).
 """
 
 from __future__ import annotations
@@ -27,7 +32,12 @@ from bson import ObjectId
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
-from benchmarks.run import event, graph_account_stack, seed_copies
+from benchmarks.run import (
+    event,
+    graph_account_stack,
+    seed_copies,
+    use_dagsters_default_launcher,
+)
 from ig_refresh_dagster.devstack.demo import WORKSPACE
 from ig_refresh_dagster.devstack.seed import (
     DemoEvent,
@@ -35,6 +45,7 @@ from ig_refresh_dagster.devstack.seed import (
     publish,
 )
 from ig_refresh_dagster.devstack.stack import EmbeddedStack, venv_bin
+from ig_refresh_dagster.partitions import instagram_accounts
 from ig_refresh_dagster.stores.mongo import open_client
 
 EVENTS = 24
@@ -48,19 +59,43 @@ _MARKS = (
 )
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """CPU seconds of every live process in a process group, with the children they reaped (a
-    run worker's CPU lands in its code server's cutime once it is joined)."""
+# Which part of the stack a process of the daemon's group is, by its command line; a run worker's
+# CPU lands in its parent's (the forkserver's, or with Dagster's default launcher the code
+# server's) once it is reaped.
+ROLES = (
+    ("multiprocessing.forkserver", "run workers (forkserver)"),
+    ("dagster api grpc", "code server (+ its run workers)"),
+    ("dagster-daemon", "daemon"),
+    ("watch_orphans", "compute-log tails"),
+    ("tail", "compute-log tails"),
+)
+
+
+def cpu_by_role(pgid: int) -> dict[str, float]:
+    """CPU seconds of every live process in a process group, with the children they reaped,
+    summed by role."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    totals: dict[str, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
         if int(fields[2]) == pgid:  # pgrp; utime stime cutime cstime follow at 11..14
-            total += sum(int(f) for f in fields[11:15])
-    return total / ticks
+            role = next((name for key, name in ROLES if key in command), "other")
+            totals[role] = totals.get(role, 0.0) + sum(int(f) for f in fields[11:15]) / ticks
+    return totals
+
+
+def per_run(
+    before: dict[str, float], after: dict[str, float], idle: dict[str, float], runs: int
+) -> dict[str, float]:
+    """CPU seconds per run by role, the idle rate's share of the window subtracted."""
+    return {
+        role: (after.get(role, 0.0) - before.get(role, 0.0) - idle.get(role, 0.0)) / runs
+        for role in sorted(set(after) | set(before))
+    }
 
 
 def child_cpu_seconds(code: str, repeats: int = 5) -> float:
@@ -98,6 +133,28 @@ def run_worker_cpu() -> list[tuple[str, float]]:
         rows.append((label, total - previous))
         previous = total
     return rows
+
+
+def refresh_cpu(stack: EmbeddedStack, account_id: str) -> tuple[float, float]:
+    """CPU seconds of one refresh run in this process (median of 5), on the stack's SQLite
+    instance and on an in-memory one: the difference is what the run's storage writes cost."""
+    from ig_refresh_dagster.definitions import defs
+
+    job = defs.resolve_job_def("instagram_refresh_job")
+    medians = []
+    for instance in (
+        DagsterInstance.from_config(str(stack.dagster_home)),
+        DagsterInstance.ephemeral(),
+    ):
+        instance.add_dynamic_partitions(instagram_accounts.name, [account_id])
+        samples = []
+        for _ in range(5):
+            started = time.process_time()
+            job.execute_in_process(partition_key=account_id, instance=instance)
+            samples.append(time.process_time() - started)
+        medians.append(statistics.median(samples))
+        instance.dispose()
+    return medians[0], medians[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -183,23 +240,43 @@ def run_marks(
     }
 
 
-def bench_trickle(stack: EmbeddedStack, db: Any, account: Any) -> dict[str, Any]:
+def daemon_argv(sensor_loop_seconds: int | None) -> list[str]:
+    """``dagster-daemon run``; for the experiment, with the sensor daemon's loop period (the
+    constant ``MIN_INTERVAL_LOOP_TIME``, 5 s) patched in that process only."""
+    if sensor_loop_seconds is None:
+        return [venv_bin("dagster-daemon"), "run", "-w", WORKSPACE]
+    patch = (
+        "import sys, dagster._daemon.sensor as loop; "
+        f"loop.MIN_INTERVAL_LOOP_TIME = {sensor_loop_seconds}; "
+        "sys.argv[0] = 'dagster-daemon'; "
+        "from dagster._daemon.cli import main; main()"
+    )
+    return [sys.executable, "-c", patch, "run", "-w", WORKSPACE]
+
+
+def bench_trickle(
+    stack: EmbeddedStack, db: Any, account: Any, sensor_loop_seconds: int | None = None
+) -> dict[str, Any]:
     ids = seed_copies(db, account, EVENTS)
     topic = stack.setting("INSTAGRAM_REFRESH_TOPIC")
     bootstrap = stack.env["KAFKA_BOOTSTRAP_SERVERS"]
     # The instance first: it creates the SQLite storage the daemon then opens (both at once race).
     instance = DagsterInstance.from_config(str(stack.dagster_home))
-    daemon = stack.launch("dagster-daemon", [venv_bin("dagster-daemon"), "run", "-w", WORKSPACE])
+    daemon = stack.launch("dagster-daemon", daemon_argv(sensor_loop_seconds))
     # Warm-up: the daemon's first tick and first run (code server start) are not the trickle.
     warm = seed_copies(db, account, 1)[0]
     publish(bootstrap, topic, [DemoEvent(label=warm, value=event(warm))])
     while not db["Account"].find_one({"_id": ObjectId(warm), "lastDataRefresh": {"$ne": None}}):
         time.sleep(0.2)
-    idle_started, idle_cpu = time.time(), group_cpu_seconds(daemon.pid)
+    idle_started, idle_cpu = time.time(), cpu_by_role(daemon.pid)
     time.sleep(IDLE_SECONDS)
-    idle_rate = (group_cpu_seconds(daemon.pid) - idle_cpu) / (time.time() - idle_started)
+    idle_end = cpu_by_role(daemon.pid)
+    idle_rate = {
+        role: (idle_end.get(role, 0.0) - idle_cpu.get(role, 0.0)) / (time.time() - idle_started)
+        for role in idle_end
+    }
     published: dict[str, float] = {}
-    trickle_started, trickle_cpu = time.time(), group_cpu_seconds(daemon.pid)
+    trickle_started, trickle_cpu = time.time(), cpu_by_role(daemon.pid)
     for account_id in ids:
         published[account_id] = time.time()
         publish(bootstrap, topic, [DemoEvent(label=account_id, value=event(account_id))])
@@ -216,7 +293,8 @@ def bench_trickle(stack: EmbeddedStack, db: Any, account: Any) -> dict[str, Any]
     # Once every account is written, its run has ended within a second or two.
     time.sleep(3.0)
     window = time.time() - trickle_started
-    cpu_per_run = (group_cpu_seconds(daemon.pid) - trickle_cpu - idle_rate * window) / len(written)
+    idle_share = {role: rate * window for role, rate in idle_rate.items()}
+    cpu_per_run = per_run(trickle_cpu, cpu_by_role(daemon.pid), idle_share, len(written))
     stages: dict[str, list[float]] = {name: [] for name in STAGES}
     totals = []
     for account_id in ids:
@@ -240,36 +318,55 @@ def bench_trickle(stack: EmbeddedStack, db: Any, account: Any) -> dict[str, Any]
         "stages": stages,
         "missing": len(ids) - len(totals),
         "cpu_per_run": cpu_per_run,
-        "idle_cpu_rate": idle_rate,
     }
+
+
+def print_trickle(name: str, trickle: dict[str, Any], baseline: list[float]) -> None:
+    totals = trickle["totals"]
+    print(f"  {name}, {len(totals)} events: {summary(totals)}")
+    print(
+        f"    x baseline: p50 {statistics.median(totals) / statistics.median(baseline):.0f}x; "
+        f"{trickle['missing']} not written within 180 s"
+    )
+    for stage, values in trickle["stages"].items():
+        print(f"    {stage:24} {summary(values)}")
+    print("    CPU seconds per refresh, by process (idle use subtracted):")
+    for role, seconds in trickle["cpu_per_run"].items():
+        print(f"      {role:36} {seconds:6.3f}")
+    cpu = sum(trickle["cpu_per_run"].values())
+    print(
+        f"      {'total':36} {cpu:6.3f}  -> CPU-bound ceiling on {os.cpu_count()} cores: "
+        f"{os.cpu_count() * 3600 / cpu:,.0f} refreshes/h"
+    )
 
 
 def main() -> None:
     with graph_account_stack() as (stack, db, account):
         baseline = hand_written_consumer(stack, db, account.username)
-        trickle = bench_trickle(stack, db, account)
+        use_dagsters_default_launcher(stack.dagster_home)
+        spawned = bench_trickle(stack, db, account)
+    with graph_account_stack() as (stack, db, account):
+        warm = bench_trickle(stack, db, account)
+        on_sqlite, in_memory = refresh_cpu(stack, seed_copies(db, account, 1)[0])
     worker = run_worker_cpu()
     load = os.getloadavg()[0]
-    totals = trickle["totals"]
     print(f"publish → Account written, one event every {GAP_SECONDS:.0f} s (load {load:.1f}):")
     print(f"  hand-written consumer (baseline), {len(baseline)} events: {summary(baseline)}")
-    print(f"  Dagster pipeline, {len(totals)} events:                {summary(totals)}")
-    print(
-        f"  x baseline: p50 {statistics.median(totals) / statistics.median(baseline):.0f}x; "
-        f"goal p50 <= 3 s, p95 <= 5 s; {trickle['missing']} not written within 180 s"
-    )
-    for name, values in trickle["stages"].items():
-        print(f"    {name:24} {summary(values)}")
-    print("a run process before its refresh starts, CPU seconds (median of 5):")
+    print_trickle("Dagster's DefaultRunLauncher (a spawned process per run)", spawned, baseline)
+    print_trickle("WarmRunLauncher (forked from a preloaded forkserver)", warm, baseline)
+    if "--sensor-loop-experiment" in sys.argv:
+        with graph_account_stack() as (stack, db, account):
+            patched = bench_trickle(stack, db, account, sensor_loop_seconds=1)
+        print_trickle("experiment: warm, Dagster's sensor loop patched to 1 s", patched, baseline)
+    print("  goal: p50 <= 3 s, p95 <= 5 s")
+    print("a spawned run process before its refresh starts, CPU seconds (median of 5):")
     for label, seconds in worker:
         print(f"    {label:38} {seconds:6.3f}")
     print(f"    {'total':38} {sum(s for _, s in worker):6.3f}")
-    cpu = trickle["cpu_per_run"]
-    print(
-        f"CPU per refresh, daemon + code server + run worker, idle use subtracted: {cpu:.2f} s "
-        f"(idle {trickle['idle_cpu_rate']:.2f} CPU-s/s); CPU-bound ceiling on "
-        f"{os.cpu_count()} cores: {os.cpu_count() * 3600 / cpu:,.0f} refreshes/h"
-    )
+    print("one refresh run in process, CPU seconds (median of 5):")
+    print(f"    {'on SQLite storage':38} {on_sqlite:6.3f}")
+    print(f"    {'on an in-memory instance':38} {in_memory:6.3f}")
+    print(f"    {'-> storage writes':38} {on_sqlite - in_memory:6.3f}")
 
 
 if __name__ == "__main__":

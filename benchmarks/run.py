@@ -30,6 +30,7 @@ from typing import Any
 
 import redis
 import requests
+import yaml
 from bson import ObjectId
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, build_sensor_context
@@ -254,6 +255,13 @@ def bench_backfill(stack: EmbeddedStack, db, account) -> tuple[float, float, flo
         statistics.median(by_backfill),
         statistics.median(first_run),
     )
+
+
+def use_dagsters_default_launcher(home: Path) -> None:
+    """The instance as it was before the warm launcher: Dagster's DefaultRunLauncher."""
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    config.pop("run_launcher")
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
 
 
 @contextlib.contextmanager

@@ -14,9 +14,11 @@ Dagster's run retries re-run it (a crash carries no step failure, so it is retri
 runs are told apart by asset and partition, so runs of UI Materialize and backfills
 (``__ASSET_JOB``) are watched too.
 
-Sensors are evaluated in the code server, which the DefaultRunLauncher's workers are children
-of, so the pid is looked up on the host that ran the worker. A run launched through a code
-server on another host, or a platform without ``/proc``, is left to ``max_runtime_seconds``.
+Sensors are evaluated in the code server, which runs on the host of the workers it starts, and
+of the workers the warm launcher forks for the daemon that started that code server
+(``refresh/run/warm_launcher.py``), so the pid is looked up on the host that ran the worker. A
+run launched through a code server on another host, or a platform without ``/proc``, is left to
+``max_runtime_seconds``.
 
 Adapter: ``DagsterInstance.report_run_failed`` (what run monitoring itself calls to fail a run)
 and the launcher's ``.dagster/grpc_info`` tag are outside Dagster's documented API; this module
@@ -41,6 +43,7 @@ from dagster import (
 )
 
 from ig_refresh_dagster.refresh.run.refresh_runs import refresh_runs
+from ig_refresh_dagster.refresh.run.warm_launcher import LAUNCHER_NAME, LAUNCHER_TAG
 from ig_refresh_dagster.refresh.run.worker import PROC, WORKER_TAG, process_start_ticks
 
 WATCHED = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
@@ -51,6 +54,8 @@ STARTED_PROCESS = "Started process for run"
 
 
 def _launched_here(run: DagsterRun) -> bool:
+    if run.tags.get(LAUNCHER_TAG) == LAUNCHER_NAME:
+        return True
     raw = run.tags.get(GRPC_INFO_TAG)
     if raw is None:
         return False

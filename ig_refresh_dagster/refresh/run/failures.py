@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 import redis
 from dagster import (
     Backoff,
+    DagsterExecutionInterruptedError,
     DagsterInstance,
     DagsterLogManager,
+    DagsterRunStatus,
     Failure,
     Jitter,
     OpExecutionContext,
@@ -86,13 +88,43 @@ def _failure_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def termination_requested(context: OpExecutionContext) -> bool:
+    """Whether someone asked this run to stop (Terminate in the UI, ``dagster run terminate``):
+    the launcher marks the run CANCELING before it interrupts the worker."""
+    run = context.instance.get_run_by_id(context.run_id)
+    return run is not None and run.status in (DagsterRunStatus.CANCELING, DagsterRunStatus.CANCELED)
+
+
+def terminated() -> Failure:
+    return Failure(
+        description="terminated: the run was asked to stop before the refresh finished",
+        metadata={"reason": "terminated"},
+        allow_retries=False,
+    )
+
+
 @contextlib.contextmanager
 def failure_recorded(context: OpExecutionContext, mongo: MongoResource) -> Iterator[None]:
     """On the step's last failed attempt: ask for a run retry when the cause is transient, then
     turn the entry FAILED. With MongoDB down the entry is left to the log reconciler
-    (``run_status.py``); the retry request never depends on MongoDB."""
+    (``run_status.py``); the retry request never depends on MongoDB.
+
+    A terminated run stops: Dagster turns an interrupt inside a step that has a RetryPolicy into
+    a retry, so a terminate request would only restart the refresh; it fails the step without
+    retry instead (the run then ends CANCELED), and an attempt that starts after the request
+    (the interrupt came between attempts) does not start the refresh at all."""
     try:
+        if termination_requested(context):
+            raise terminated()
         yield
+    except DagsterExecutionInterruptedError:
+        if not termination_requested(context):
+            raise
+        stop = terminated()
+        record_failure(
+            context.instance, context.run_id, context.partition_key, mongo, stop, context.log
+        )
+        raise stop from None
     except Exception as exc:
         if is_last_attempt(context, exc):
             record_failure(

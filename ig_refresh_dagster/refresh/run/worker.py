@@ -28,9 +28,13 @@ def process_start_ticks(pid: int, proc: Path = PROC) -> int | None:
     return int(fields[19])
 
 
-def worker_identity_tags(proc: Path = PROC) -> dict[str, str]:
-    """Set by the run worker on itself when it starts: its pid and start ticks, which the
-    reaper later compares with whatever process then holds that pid."""
-    pid = os.getpid()
+def worker_tag(pid: int, proc: Path = PROC) -> dict[str, str]:
+    """Process ``pid``'s identity as a run tag; empty when it is already gone."""
     ticks = process_start_ticks(pid, proc)
     return {WORKER_TAG: f"{pid}:{ticks}"} if ticks is not None else {}
+
+
+def worker_identity_tags(proc: Path = PROC) -> dict[str, str]:
+    """Set by the run worker on itself when it starts (the warm launcher sets the same tag as
+    it forks the worker), for the reaper to compare with whatever process then holds that pid."""
+    return worker_tag(os.getpid(), proc)
