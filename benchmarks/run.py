@@ -273,7 +273,9 @@ def graph_account_stack() -> Iterator[tuple[EmbeddedStack, Any, DemoAccount]]:
     ):
         # The refresh figures repeat one account: the minimum-interval guard would skip them.
         stack.env["INSTAGRAM_MIN_REFRESH_INTERVAL_HOURS"] = "0"
-        # This process runs the in-process baseline, so it reads the stack like the daemon does.
+        # This process runs the in-process baseline, so it reads the stack like the daemon does;
+        # restored after, so a next stack starts its own services instead of reusing these.
+        saved = dict(os.environ)
         os.environ.update(stack.env)
         account = next(a for a in demo_accounts() if a.expected == "graph")
         client = open_client(stack.env["MONGODB_URI"])
@@ -290,6 +292,8 @@ def graph_account_stack() -> Iterator[tuple[EmbeddedStack, Any, DemoAccount]]:
             yield stack, db, account
         finally:
             client.close()
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 def main() -> None:

@@ -258,6 +258,10 @@ def test_every_instance_shares_the_coordinator_and_bounded_storage_settings() ->
     single, cluster = load("dagster-postgres.yaml"), k8s_instance()
     for section in ("run_coordinator", "python_logs", "retention", "sensors", "telemetry"):
         assert dev[section] == single[section] == cluster[section], section
+    # One machine: the warm launcher (it hands runs of a separate code server to that server);
+    # a cluster: a Kubernetes Job per run.
+    assert dev["run_launcher"] == single["run_launcher"]
+    assert cluster["run_launcher"]["class"] == "K8sRunLauncher"
     # Run output: kept on the machine (the run worker's log) on one machine; in object storage
     # on Kubernetes, where the pod and its log are deleted (test_compute_logs_s3.py).
     assert single["compute_logs"]["class"] == "NoOpComputeLogManager"

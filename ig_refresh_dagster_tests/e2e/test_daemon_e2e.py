@@ -12,6 +12,7 @@ import redis
 from bson import ObjectId
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from ig_refresh_dagster.devstack.event_log import run_footprint
 from ig_refresh_dagster.devstack.instagram_standin import InstagramStandin
 from ig_refresh_dagster.devstack.seed import (
     DemoAccount,
@@ -21,6 +22,7 @@ from ig_refresh_dagster.devstack.seed import (
     seed_accounts,
 )
 from ig_refresh_dagster.devstack.stack import PROJECT_ROOT
+from ig_refresh_dagster.refresh.run.warm_launcher import LAUNCHER_NAME, LAUNCHER_TAG
 from ig_refresh_dagster.stores.cache import cache_key
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.support.daemon_helpers import daemon_env, dagster_home, launch_daemon
@@ -28,6 +30,7 @@ from ig_refresh_dagster_tests.support.kafka_helpers import read_topic, refresh_e
 
 TOKEN = "e2e-token-do-not-log"
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"
+MAX_ROWS_PER_RUN = 30
 TERMINAL = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
@@ -81,6 +84,7 @@ def test_daemon_processes_published_events_end_to_end(
         instance = DagsterInstance.from_config(str(home))
         try:
             runs = wait_for_runs(instance, 4, time.monotonic() + 180)
+            rows = {r.run_id: run_footprint(instance, r.run_id).rows for r in runs}
         finally:
             exit_code = daemon.stop()
             instance.dispose()
@@ -89,6 +93,10 @@ def test_daemon_processes_published_events_end_to_end(
     assert len(runs) == 4, "three accounts + the missing one; the duplicate coalesced"
     status = {r.tags["dagster/partition"]: r.status for r in runs}
     assert status[missing] == DagsterRunStatus.FAILURE
+    for run in runs:
+        # Forked by the warm launcher; its event log within the budget (docs/production.md).
+        assert run.tags[LAUNCHER_TAG] == LAUNCHER_NAME
+        assert rows[run.run_id] <= MAX_ROWS_PER_RUN, rows
     for account in chosen:
         assert status[account.account_id] == DagsterRunStatus.SUCCESS
         doc = mongo_db["Account"].find_one({"_id": ObjectId(account.account_id)})

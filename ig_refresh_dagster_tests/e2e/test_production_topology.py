@@ -38,6 +38,8 @@ from ig_refresh_dagster.devstack.services import (
     redis_url,
 )
 from ig_refresh_dagster.devstack.stack import EMBEDDED_BROKER_FETCH_WAIT_MS, PROJECT_ROOT
+from ig_refresh_dagster.refresh.housekeeping.dead_runs import GRPC_INFO_TAG
+from ig_refresh_dagster.refresh.run.warm_launcher import LAUNCHER_TAG
 from ig_refresh_dagster.stores.mongo import litemongo_uri, open_client
 from ig_refresh_dagster_tests.conftest import Topics
 from ig_refresh_dagster_tests.support.kafka_helpers import refresh_event
@@ -204,6 +206,10 @@ def test_every_event_is_one_completed_refresh_with_exactly_one_log(topology: Top
     assert len(runs) == EVENTS
     assert {r.status for r in runs} == {DagsterRunStatus.SUCCESS}
     assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(topology.accounts)
+    # The warm launcher never forks a run whose code server it did not start: the separate code
+    # server alone holds the secrets, so it starts every run here.
+    assert not any(LAUNCHER_TAG in r.tags for r in runs)
+    assert all(GRPC_INFO_TAG in r.tags for r in runs)
     logs = list(topology.db["DataRefreshLog"].find({}))
     assert sorted(log["runId"] for log in logs) == sorted(topology.run_ids)
     assert {log["status"] for log in logs} == {"COMPLETED"}

@@ -132,10 +132,9 @@ class WarmRunLauncher(DefaultRunLauncher):
             self._workers[run.run_id] = worker
         pid = worker.pid
         assert pid is not None  # started
+        # No engine event of its own: the worker announces its pid ("Started process for run"),
+        # and every row counts against a run's event-log budget (30).
         self._instance.add_run_tags(run.run_id, {LAUNCHER_TAG: LAUNCHER_NAME, **worker_tag(pid)})
-        self._instance.report_engine_event(
-            f"Started the run worker (pid {pid}) from the warm forkserver.", run, cls=self.__class__
-        )
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
