@@ -64,6 +64,7 @@ _MARKS = (
 # server's) once it is reaped.
 ROLES = (
     ("multiprocessing.forkserver", "run workers (forkserver)"),
+    ("multiprocessing.spawn", "run workers (spawned by the code server)"),
     ("dagster api grpc", "code server (+ its run workers)"),
     ("dagster-daemon", "daemon"),
     ("watch_orphans", "compute-log tails"),
@@ -135,6 +136,10 @@ def run_worker_cpu() -> list[tuple[str, float]]:
     return rows
 
 
+# The in-process runs print no console log lines between the figures.
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
 def refresh_cpu(stack: EmbeddedStack, account_id: str) -> tuple[float, float]:
     """CPU seconds of one refresh run in this process (median of 5), on the stack's SQLite
     instance and on an in-memory one: the difference is what the run's storage writes cost."""
@@ -150,7 +155,7 @@ def refresh_cpu(stack: EmbeddedStack, account_id: str) -> tuple[float, float]:
         samples = []
         for _ in range(5):
             started = time.process_time()
-            job.execute_in_process(partition_key=account_id, instance=instance)
+            job.execute_in_process(partition_key=account_id, instance=instance, run_config=QUIET)
             samples.append(time.process_time() - started)
         medians.append(statistics.median(samples))
         instance.dispose()

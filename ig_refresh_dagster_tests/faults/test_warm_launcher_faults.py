@@ -1,11 +1,13 @@
 """The warm launcher on the real daemon: sensor runs' workers are forked from the forkserver the
-daemon started, the UI's Terminate reaches such a worker, and a killed forkserver costs no run
-(its workers keep running; the next launch starts a new one)."""
+daemon started, the UI's Terminate reaches such a worker, a killed forkserver costs no run (its
+workers keep running; the next launch starts a new one), and a daemon told to stop does not wait
+for its runs."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,32 @@ def forkservers_of(daemon: int) -> set[int]:
         except (OSError, IndexError):
             continue
     return found
+
+
+def test_a_daemon_told_to_stop_exits_at_once_and_its_run_finishes(stack: FaultStack) -> None:
+    """SIGTERM to the daemon alone, as a supervisor stops it: it exits within seconds instead
+    of waiting for its runs, and the worker it forked finishes its refresh on its own (before
+    the fix the daemon was still there 90 s later, waiting for the worker)."""
+    (account,) = stack.seed(1)
+    stack.standin.gate.clear()
+    try:
+        stack.publish([account])
+        run = wait_until(lambda: held_run(stack, account), 120, "the refresh at the gate")
+        daemon = stack.daemon
+        assert daemon is not None
+        stopped = time.monotonic()
+        os.kill(daemon.pid, signal.SIGTERM)
+        wait_until(lambda: daemon.poll() is not None, 20, "the daemon exited", step=0.2)
+        print(f"\nSIGTERM -> daemon exited: {time.monotonic() - stopped:.1f}s")
+        assert Path(f"/proc/{worker_pid(run)}").exists(), "the worker outlived the daemon"
+    finally:
+        stack.standin.gate.set()
+    finished = wait_until(
+        lambda: (r := stack.instance().get_run_by_id(run.run_id)).is_finished and r,
+        60,
+        "the orphaned worker's run finished",
+    )
+    assert finished.status == DagsterRunStatus.SUCCESS
+    daemon.stop()  # the rest of its process group (the code server waits for a heartbeat)
+    stack.start_daemon()
+    stack.wait_settled([account], timeout=60)

@@ -129,6 +129,11 @@ class WarmRunLauncher(DefaultRunLauncher):
                 target=run_worker, args=(serialize_value(args),), name=f"dagster-run-{run.run_id}"
             )
             worker.start()
+            # multiprocessing joins every child it started before this process may exit, so a
+            # daemon told to stop would wait for its runs (up to max_runtime_seconds). A run
+            # worker outlives the daemon, as a code server's does: this launcher tracks it
+            # instead (the forkserver reaps it).
+            multiprocessing.process._children.discard(worker)  # type: ignore[attr-defined]
             self._workers[run.run_id] = worker
         pid = worker.pid
         assert pid is not None  # started
