@@ -85,6 +85,36 @@ def test_run_whose_worker_was_killed_is_failed(instance, worker) -> None:
     assert f"worker process {worker.pid} no longer exists" in failure.message
 
 
+def test_a_reaped_run_is_failed_before_its_failure_event_is_visible(
+    worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster's run-retry daemon reads failure events, then the runs: a run still STARTED when
+    its failure event could be read was never retried (a flake of the fault suite). The spy
+    wraps the real event storage and records the run's status as each event is stored."""
+    with instance_for_test(
+        overrides={"run_retries": {"enabled": True, "max_retries": 3}}
+    ) as instance:
+        run = started_run(instance, worker.pid)
+        storage = instance.event_log_storage
+        seen: list[DagsterRunStatus] = []
+        store = storage.store_event
+
+        def recording(event):
+            dagster_event = event.get_dagster_event() if event.is_dagster_event else None
+            if dagster_event is not None and dagster_event.is_run_failure:
+                seen.append(instance.get_run_by_id(run.run_id).status)
+            return store(event)
+
+        monkeypatch.setattr(storage, "store_event", recording)
+        worker.kill()
+        worker.wait(10)
+        reap(instance)
+        assert seen == [DagsterRunStatus.FAILURE]
+        failed = instance.get_run_by_id(run.run_id)
+        assert failed.status == DagsterRunStatus.FAILURE
+        assert failed.tags["dagster/will_retry"] == "true", "Dagster still decides the retry"
+
+
 def fake_proc(tmp_path: Path, pid: int, ticks: int, btime: int) -> Path:
     """A /proc written by the test: what cannot be made on demand (a pid wrapped around to a
     new process, a wall-clock step) is shown to the reaper the way the kernel would show it."""

@@ -20,9 +20,9 @@ of the workers the warm launcher forks for the daemon that started that code ser
 run launched through a code server on another host, or a platform without ``/proc``, is left to
 ``max_runtime_seconds``.
 
-Adapter: ``DagsterInstance.report_run_failed`` (what run monitoring itself calls to fail a run)
-and the launcher's ``.dagster/grpc_info`` tag are outside Dagster's documented API; this module
-is the one place that uses them.
+Adapter: ``DagsterInstance.report_run_failed`` (what run monitoring itself calls to fail a run),
+the run storage's ``handle_run_event`` and the launcher's ``.dagster/grpc_info`` tag are outside
+Dagster's documented API; this module is the one place that uses them.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import json
 from pathlib import Path
 
 from dagster import (
+    DagsterEvent,
     DagsterEventType,
     DagsterInstance,
     DagsterRun,
@@ -102,6 +103,18 @@ def gone_worker(instance: DagsterInstance, run: DagsterRun, proc: Path = PROC) -
     return None
 
 
+def fail_run(instance: DagsterInstance, run: DagsterRun, message: str) -> None:
+    """``report_run_failed``, with the run marked FAILED first. Dagster stores the failure event
+    before it updates the run's status, and its run-retry daemon, reading that event in between,
+    finds a run not yet failed and never retries it (seen once in the fault suite, with SQLite
+    busy). Marking the status first closes that window; the event then sets it again."""
+    failure = DagsterEvent(
+        DagsterEventType.RUN_FAILURE.value, job_name=run.job_name, message=message
+    )
+    instance.run_storage.handle_run_event(run.run_id, failure)
+    instance.report_run_failed(run, message)
+
+
 @sensor(
     minimum_interval_seconds=15,
     default_status=DefaultSensorStatus.RUNNING,
@@ -120,7 +133,7 @@ def refresh_dead_run_reaper(context: SensorEvaluationContext) -> SkipReason:
         # Re-read: the run may have finished between the listing and the check.
         if reason and current is not None and current.status in WATCHED:
             message = f"Run worker died: {reason}. Marked failed by refresh_dead_run_reaper."
-            instance.report_run_failed(current, message)
+            fail_run(instance, current, message)
             context.log.warning(f"run {current.run_id}: {message}")
             failed.append(current.run_id)
     return SkipReason(
