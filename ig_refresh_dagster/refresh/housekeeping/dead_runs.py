@@ -45,7 +45,7 @@ from dagster import (
 
 from ig_refresh_dagster.refresh.run.refresh_runs import refresh_runs
 from ig_refresh_dagster.refresh.run.warm_launcher import LAUNCHER_NAME, LAUNCHER_TAG
-from ig_refresh_dagster.refresh.run.worker import PROC, WORKER_TAG, process_start_ticks
+from ig_refresh_dagster.refresh.run.worker import PROC, process_start_ticks, tagged_worker
 
 WATCHED = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 # Where the DefaultRunLauncher records the code server that launched a run (host/port/socket).
@@ -97,7 +97,7 @@ def gone_worker(instance: DagsterInstance, run: DagsterRun, proc: Path = PROC) -
     # Without the worker's own record (it died before writing it, or a later worker of the
     # run holds another pid) a reused pid is left to max_runtime_seconds: never guessed from
     # wall-clock times, which an NTP step or a VM resume moves.
-    tagged_pid, _, tagged_ticks = run.tags.get(WORKER_TAG, "").partition(":")
+    tagged_pid, tagged_ticks = tagged_worker(run.tags)
     if tagged_pid == str(pid) and tagged_ticks != str(ticks):
         return f"its worker pid {pid} now belongs to a newer process"
     return None

@@ -116,15 +116,12 @@ def failure_recorded(context: OpExecutionContext, mongo: MongoResource) -> Itera
     try:
         if termination_requested(context):
             raise terminated()
-        yield
-    except DagsterExecutionInterruptedError:
-        if not termination_requested(context):
-            raise
-        stop = terminated()
-        record_failure(
-            context.instance, context.run_id, context.partition_key, mongo, stop, context.log
-        )
-        raise stop from None
+        try:
+            yield
+        except DagsterExecutionInterruptedError:
+            if not termination_requested(context):
+                raise
+            raise terminated() from None
     except Exception as exc:
         if is_last_attempt(context, exc):
             record_failure(

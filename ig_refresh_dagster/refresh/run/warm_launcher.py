@@ -32,7 +32,11 @@ from dagster._core.launcher.base import LaunchRunContext
 from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin
 from dagster._serdes import ConfigurableClassData, serialize_value
 
-from ig_refresh_dagster.refresh.run.worker import WORKER_TAG, process_start_ticks, worker_tag
+from ig_refresh_dagster.refresh.run.worker import (
+    process_start_ticks,
+    tagged_worker,
+    worker_tag,
+)
 
 # What a refresh run imports besides the project itself (measured in benchmarks/latency.py).
 DEFAULT_PRELOAD = (
@@ -148,10 +152,10 @@ class WarmRunLauncher(DefaultRunLauncher):
         if run.tags.get(LAUNCHER_TAG) != LAUNCHER_NAME:
             return super().terminate(run_id)
         self._instance.report_run_canceling(run)
-        pid, _, ticks = run.tags.get(WORKER_TAG, "").partition(":")
+        pid, ticks = tagged_worker(run.tags)
         if not pid.isdigit() or str(process_start_ticks(int(pid))) != ticks:
             self._instance.report_engine_event(
-                f"The run worker ({run.tags.get(WORKER_TAG)}) is gone; nothing to interrupt.",
+                f"The run worker (pid {pid or 'unknown'}) is gone; nothing to interrupt.",
                 run,
                 cls=self.__class__,
             )

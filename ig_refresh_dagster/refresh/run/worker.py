@@ -6,6 +6,7 @@ resume) cannot make a live worker look like a newer process."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 # "<pid>:<start ticks after boot>" of the run's worker, tagged by the worker itself at start.
@@ -32,6 +33,12 @@ def worker_tag(pid: int, proc: Path = PROC) -> dict[str, str]:
     """Process ``pid``'s identity as a run tag; empty when it is already gone."""
     ticks = process_start_ticks(pid, proc)
     return {WORKER_TAG: f"{pid}:{ticks}"} if ticks is not None else {}
+
+
+def tagged_worker(tags: Mapping[str, str]) -> tuple[str, str]:
+    """The pid and start ticks a run's worker tag holds, as written; both empty without one."""
+    pid, _, ticks = tags.get(WORKER_TAG, "").partition(":")
+    return pid, ticks
 
 
 def worker_identity_tags(proc: Path = PROC) -> dict[str, str]:
